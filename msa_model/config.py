@@ -57,9 +57,12 @@ class ImageTowerConfig:
         _require(self.num_scales >= 1, prefix, "num_scales", f"must be >= 1, got {self.num_scales}")
         if self.stage_indices is not None:
             _require(len(self.stage_indices) >= 1, prefix, "stage_indices", "must not be empty")
-            _require(len(set(self.stage_indices)) == len(self.stage_indices), prefix,
-                     "stage_indices", f"repeats a stage: {self.stage_indices}")
-
+            _require(
+                len(set(self.stage_indices)) == len(self.stage_indices),
+                prefix,
+                "stage_indices",
+                f"repeats a stage: {self.stage_indices}",
+            )
 
 
 @dataclass
@@ -80,8 +83,9 @@ class TextTowerConfig:
 
     def validate(self, prefix: str = "") -> None:
         _require(self.max_length >= 2, prefix, "max_length", f"must be >= 2, got {self.max_length}")
-        _require(self.vocab_size >= 100, prefix, "vocab_size", f"must be >= 100, got {self.vocab_size}")
-
+        _require(
+            self.vocab_size >= 100, prefix, "vocab_size", f"must be >= 100, got {self.vocab_size}"
+        )
 
 
 @dataclass
@@ -92,8 +96,9 @@ class MSCMATConfig:
 
     def validate(self, prefix: str = "") -> None:
         _require(self.num_heads >= 1, prefix, "num_heads", f"must be >= 1, got {self.num_heads}")
-        _require(0.0 <= self.dropout < 1.0, prefix, "dropout", f"must be in [0, 1), got {self.dropout}")
-
+        _require(
+            0.0 <= self.dropout < 1.0, prefix, "dropout", f"must be in [0, 1), got {self.dropout}"
+        )
 
 
 @dataclass
@@ -105,9 +110,12 @@ class ModelConfig:
 
     def validate(self, prefix: str = "") -> None:
         _require(self.embed_dim >= 1, prefix, "embed_dim", f"must be >= 1, got {self.embed_dim}")
-        _require(self.embed_dim % self.mscmat.num_heads == 0, prefix, "embed_dim",
-                 f"{self.embed_dim} is not divisible by mscmat.num_heads={self.mscmat.num_heads}")
-
+        _require(
+            self.embed_dim % self.mscmat.num_heads == 0,
+            prefix,
+            "embed_dim",
+            f"{self.embed_dim} is not divisible by mscmat.num_heads={self.mscmat.num_heads}",
+        )
 
 
 @dataclass
@@ -124,10 +132,11 @@ class LossConfig:
     def validate(self, prefix: str = "") -> None:
         _require(self.margin >= 0, prefix, "margin", f"must be >= 0, got {self.margin}")
         for key in ("lambda_mscma", "lambda_csmmc"):
-            _require(getattr(self, key) >= 0, prefix, key, f"must be >= 0, got {getattr(self, key)}")
+            _require(
+                getattr(self, key) >= 0, prefix, key, f"must be >= 0, got {getattr(self, key)}"
+            )
         for key in ("mscma_temperature", "csmmc_temperature"):
             _require(getattr(self, key) > 0, prefix, key, f"must be > 0, got {getattr(self, key)}")
-
 
 
 @dataclass
@@ -148,13 +157,20 @@ class DataConfig:
 
     def validate(self, prefix: str = "") -> None:
         _require(self.image_size >= 8, prefix, "image_size", f"must be >= 8, got {self.image_size}")
-        _require(0.0 < self.val_fraction < 1.0, prefix, "val_fraction",
-                 f"must be in (0, 1), got {self.val_fraction}")
-        _require(len(self.mean) == 3 and len(self.std) == 3, prefix, "mean",
-                 "mean and std need 3 values (RGB)")
+        _require(
+            0.0 < self.val_fraction < 1.0,
+            prefix,
+            "val_fraction",
+            f"must be in (0, 1), got {self.val_fraction}",
+        )
+        _require(
+            len(self.mean) == 3 and len(self.std) == 3,
+            prefix,
+            "mean",
+            "mean and std need 3 values (RGB)",
+        )
         _require(all(v > 0 for v in self.std), prefix, "std", "must be > 0")
         _require(self.loader_workers >= 0, prefix, "loader_workers", "must be >= 0")
-
 
 
 @dataclass
@@ -172,12 +188,19 @@ class OptimConfig:
         _require(self.lr > 0, prefix, "lr", f"must be > 0, got {self.lr}")
         _require(self.head_lr is None or self.head_lr > 0, prefix, "head_lr", "must be > 0")
         _require(self.weight_decay >= 0, prefix, "weight_decay", "must be >= 0")
-        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), prefix, "betas",
-                 f"need two values in [0, 1), got {self.betas}")
-        _require(self.grad_clip_norm is None or self.grad_clip_norm > 0, prefix,
-                 "grad_clip_norm", "must be > 0")
+        _require(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            prefix,
+            "betas",
+            f"need two values in [0, 1), got {self.betas}",
+        )
+        _require(
+            self.grad_clip_norm is None or self.grad_clip_norm > 0,
+            prefix,
+            "grad_clip_norm",
+            "must be > 0",
+        )
         _require(self.warmup_steps >= 0, prefix, "warmup_steps", "must be >= 0")
-
 
 
 def _type_name(tp: Any) -> str:
@@ -203,8 +226,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of "
-                          f"{' | '.join(_type_name(a) for a in args)}")
+        raise ConfigError(
+            errors[0]
+            if len(errors) == 1
+            else f"{key}: {value!r} matches none of {' | '.join(_type_name(a) for a in args)}"
+        )
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
@@ -254,12 +280,8 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown key {where}{unknown[0]} (allowed: {', '.join(sorted(names))})"
-        )
-    kwargs = {
-        k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()
-    }
+        raise ConfigError(f"unknown key {where}{unknown[0]} (allowed: {', '.join(sorted(names))})")
+    kwargs = {k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if validate is not None:

@@ -1,0 +1,130 @@
+"""Image tower: a timm backbone's multi-scale feature maps, pooled, projected and fused.
+
+Every backbone goes through ``timm.create_model(..., features_only=True)``; per-scale heads are
+sized from ``feature_info`` so CNNs (ResNet, ConvNeXt, EfficientNet) and ViT/Swin models share
+one code path (NHWC outputs are permuted to NCHW).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from msa_model.config import ConfigError, ImageTowerConfig
+
+__all__ = ["ImageTower", "GatedFusion", "WeightsNotFoundError", "select_stages"]
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights are not available offline; the message says how to provide them."""
+
+
+def select_stages(reductions: list[int], cfg: ImageTowerConfig) -> list[int]:
+    """Indices (into the backbone's feature list) of the stages MSA uses.
+
+    Stem outputs (reduction 2) are not stages; by default the ``num_scales`` deepest stages are
+    used, ordered shallow to deep.
+    """
+    candidates = [i for i, r in enumerate(reductions) if r >= 4] or list(range(len(reductions)))
+    if cfg.stage_indices is not None:
+        bad = [i for i in cfg.stage_indices if not 0 <= i < len(reductions)]
+        if bad:
+            raise ConfigError(
+                f"model.image.stage_indices: {bad} out of range for {cfg.backbone} "
+                f"({len(reductions)} feature levels, reductions {reductions})"
+            )
+        return sorted(cfg.stage_indices)
+    if cfg.num_scales > len(candidates):
+        raise ConfigError(
+            f"model.image.num_scales: {cfg.num_scales} exceeds the {len(candidates)} stages of "
+            f"{cfg.backbone} (reductions {[reductions[i] for i in candidates]})"
+        )
+    return candidates[len(candidates) - cfg.num_scales :]
+
+
+def _create_backbone(cfg: ImageTowerConfig) -> nn.Module:
+    kwargs = dict(cfg.backbone_kwargs)
+    pretrained = cfg.pretrained or cfg.weights_file is not None
+    if cfg.weights_file is not None:
+        path = Path(cfg.weights_file).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"model.image.weights_file: {path} does not exist; give the path of a "
+                f"{cfg.backbone} state dict (.safetensors, .pth or .bin)"
+            )
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+    try:
+        return timm.create_model(cfg.backbone, pretrained=pretrained, features_only=True, **kwargs)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise ConfigError(f"model.image.backbone: unknown timm model {cfg.backbone!r}") from exc
+        raise
+    except (OSError, ValueError) as exc:  # offline hub miss: LocalEntryNotFoundError and kin
+        if not pretrained or cfg.weights_file is not None:
+            raise
+        cache = (
+            os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+        )
+        raise WeightsNotFoundError(
+            f"pretrained weights for timm model {cfg.backbone!r} are not in the Hugging Face cache "
+            f"({cache}) and cannot be downloaded here ({type(exc).__name__}). Either run "
+            f"`python -c \"import timm; timm.create_model('{cfg.backbone}', pretrained=True)\"` "
+            f"on a connected machine and copy its ~/.cache/huggingface/hub to this one, or set "
+            f"model.image.weights_file to a local state dict, or model.image.pretrained: false."
+        ) from exc
+
+
+class GatedFusion(nn.Module):
+    """Fuses the summed per-scale vectors: linear -> sigmoid gate -> linear (GLU-style)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.value = nn.Linear(dim, dim)
+        self.gate = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.value(x) * torch.sigmoid(self.gate(x)))
+
+
+class ImageTower(nn.Module):
+    """Backbone -> S pooled stage vectors -> projections to ``embed_dim`` -> fused global vector.
+
+    ``forward`` returns ``(global_embed (B, d), scales (S, B, d))``, scales shallow to deep.
+    """
+
+    def __init__(self, cfg: ImageTowerConfig, embed_dim: int) -> None:
+        super().__init__()
+        self.backbone = _create_backbone(cfg)
+        info = self.backbone.feature_info
+        self.stages = select_stages(list(info.reduction()), cfg)
+        channels = info.channels()
+        fmt = getattr(self.backbone, "output_fmt", "NCHW")
+        self.channels_last_output = str(getattr(fmt, "value", fmt)) == "NHWC"
+        self.pools = [cfg.pool_shallow] * (len(self.stages) - 1) + [cfg.pool_deepest]
+        self.proj = nn.ModuleList(nn.Linear(channels[i], embed_dim) for i in self.stages)
+        self.fusion = GatedFusion(embed_dim)
+        if cfg.freeze_backbone:
+            self.backbone.requires_grad_(False)
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.stages)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.backbone(images)
+        scales = []
+        for proj, pool, idx in zip(self.proj, self.pools, self.stages, strict=True):
+            fmap = features[idx]
+            if fmap.ndim == 3:  # tokens (B, N, C)
+                fmap = fmap.transpose(1, 2).unsqueeze(-1)
+            elif self.channels_last_output:
+                fmap = fmap.permute(0, 3, 1, 2)
+            vec = fmap.amax(dim=(2, 3)) if pool == "max" else fmap.mean(dim=(2, 3))
+            scales.append(proj(vec))
+        stacked = torch.stack(scales)
+        return self.fusion(stacked.sum(0)), stacked

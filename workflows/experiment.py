@@ -1,0 +1,230 @@
+"""One YAML file is one experiment: its schema, loading, validation and ``--set`` overrides."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from msa_model.config import (
+    ConfigError,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    from_dict,
+    load_yaml,
+    to_dict,
+)
+from workflows.dotted import set_dotted
+from workflows.space import parse_space
+
+__all__ = [
+    "SEARCH_SPACES",
+    "TrainConfig",
+    "SchedulerConfig",
+    "SearcherConfig",
+    "SearchConfig",
+    "FinalConfig",
+    "Experiment",
+    "load_experiment",
+    "parse_experiment",
+    "apply_overrides",
+    "dump_experiment",
+]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10  # training epochs of one run
+    batch_size: int = 32  # per-worker batch size
+    eval_batch_size: int = 256  # batch size when encoding images/captions for retrieval
+    seed: int = 0  # seeds model init, data order and augmentation
+    num_workers: int = 1  # Ray Train workers (data parallel; DDP when > 1)
+    use_gpu: bool = False  # one (or gpus_per_worker) GPU per worker
+    cpus_per_worker: float = 1.0  # CPUs reserved by each Ray Train worker
+    gpus_per_worker: float = 1.0  # GPUs per worker when use_gpu (fractions share a GPU)
+    checkpoint_num_to_keep: int = 2  # best checkpoints kept, ranked by the search metric
+    max_failures: int = 1  # restarts of a crashed run from its last checkpoint
+    torch_threads: int | None = None  # torch intra-op threads per worker (None: cpus_per_worker)
+
+    def validate(self, prefix: str = "train") -> None:
+        for key in (
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "num_workers",
+            "checkpoint_num_to_keep",
+        ):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{prefix}.{key}: must be >= 1, got {getattr(self, key)}")
+        if self.cpus_per_worker <= 0:
+            raise ConfigError(f"{prefix}.cpus_per_worker: must be > 0, got {self.cpus_per_worker}")
+        if self.use_gpu and self.gpus_per_worker <= 0:
+            raise ConfigError(f"{prefix}.gpus_per_worker: must be > 0, got {self.gpus_per_worker}")
+        if self.max_failures < -1:
+            raise ConfigError(f"{prefix}.max_failures: must be >= -1 (-1: unlimited)")
+
+
+@dataclass
+class SchedulerConfig:
+    type: Literal["asha", "fifo"] = "asha"  # early stopping of poor trials on the search metric
+    grace_period: int = 1  # epochs every trial runs before it can be stopped
+    reduction_factor: float = 2.0  # ASHA's halving rate
+
+    def validate(self, prefix: str = "search.scheduler") -> None:
+        if self.grace_period < 1:
+            raise ConfigError(f"{prefix}.grace_period: must be >= 1")
+        if self.reduction_factor <= 1:
+            raise ConfigError(f"{prefix}.reduction_factor: must be > 1")
+
+
+@dataclass
+class SearcherConfig:
+    type: Literal["optuna", "random"] = "optuna"  # Optuna TPE, or Tune's random search
+    seed: int = 0  # seeds the sampler: same seed, same suggestions
+    start_with_config: bool = True  # first trial = the experiment's own values (paper settings)
+
+
+@dataclass
+class SearchConfig:
+    metric: str = "val_mr"  # reported metric to optimise (validation split only)
+    mode: Literal["max", "min"] = "max"
+    num_samples: int = 8  # trials
+    max_concurrent_trials: int | None = None  # None: as many as the cluster's resources allow
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    searcher: SearcherConfig = field(default_factory=SearcherConfig)
+    max_trial_failures: int = 0  # Tune-level retries of a failed trial
+    space: dict[str, Any] = field(default_factory=dict)  # dotted key -> {distribution: args}
+
+    def validate(self, prefix: str = "search") -> None:
+        if self.num_samples < 1:
+            raise ConfigError(f"{prefix}.num_samples: must be >= 1")
+        if self.max_concurrent_trials is not None and self.max_concurrent_trials < 1:
+            raise ConfigError(f"{prefix}.max_concurrent_trials: must be >= 1")
+        if not self.metric.startswith("val_") and self.metric != "train_loss":
+            raise ConfigError(
+                f"{prefix}.metric: {self.metric!r} must be a validation metric (val_mr, val_i2t_r1,"
+                f" ...): the test split is never used for search"
+            )
+
+
+@dataclass
+class FinalConfig:
+    enabled: bool = True  # evaluate the best trial on the test split after the search
+    retrain: bool = False  # first retrain the best config from scratch on train+val
+    top_k: int = 1  # configs written by export (best_config.yaml is always the best one)
+
+
+SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"  # the shipped experiments
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "search": SearchConfig,
+    "final": FinalConfig,
+}
+
+
+@dataclass
+class Experiment:
+    """A resolved experiment: every section typed and validated."""
+
+    name: str
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig
+    optim: OptimConfig
+    train: TrainConfig
+    search: SearchConfig | None
+    final: FinalConfig
+
+    def to_dict(self, with_search: bool = True) -> dict[str, Any]:
+        out = {"name": self.name}
+        for key in SECTIONS:
+            value = getattr(self, key)
+            if key == "search" and (value is None or not with_search):
+                continue
+            out[key] = to_dict(value)
+        return out
+
+
+def _check_name(name: Any) -> str:
+    if (
+        not isinstance(name, str)
+        or not name
+        or any(c in name for c in "/\\ ")
+        or name in (".", "..")
+    ):
+        raise ConfigError(
+            f"name: must be a non-empty string without '/', '\\' or spaces, got {name!r}"
+        )
+    return name
+
+
+def parse_experiment(raw: dict[str, Any], source: str = "<dict>") -> Experiment:
+    """Validate a plain experiment mapping; errors name ``source`` and the dotted key."""
+    try:
+        unknown = sorted(set(raw) - set(SECTIONS) - {"name"})
+        if unknown:
+            raise ConfigError(
+                f"unknown section {unknown[0]!r} (allowed: name, {', '.join(SECTIONS)})"
+            )
+        if "name" not in raw:
+            raise ConfigError("name: missing (every experiment needs a name)")
+        sections = {}
+        for key, cls in SECTIONS.items():
+            value = raw.get(key)
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+            sections[key] = (
+                None if key == "search" and value is None else from_dict(cls, value, key)
+            )
+        exp = Experiment(name=_check_name(raw["name"]), **sections)
+        if exp.search is not None:
+            parse_space(exp.search.space, exp.to_dict(with_search=False), _validate_plain)
+        return exp
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _validate_plain(raw: dict[str, Any]) -> None:
+    parse_experiment(raw)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` strings (values parsed as YAML: ``3``, ``true``, ``[1, 2]``)."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. loss.margin=0.3")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+        set_dotted(out, key.strip(), value)
+    return out
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    """Read, override and validate an experiment YAML; errors name the file and the key."""
+    raw = apply_overrides(load_yaml(path), overrides or [])
+    return parse_experiment(raw, source=str(path))
+
+
+def dump_experiment(
+    exp: Experiment | dict[str, Any], path: str | Path, with_search: bool = True
+) -> Path:
+    """Write an experiment as YAML (the same schema ``load_experiment`` reads)."""
+    data = exp.to_dict(with_search) if isinstance(exp, Experiment) else exp
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

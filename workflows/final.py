@@ -1,0 +1,122 @@
+"""The final stage: the best trial's best checkpoint, evaluated once on the test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+
+from msa_model.config import DataConfig, from_dict
+from workflows.experiment import Experiment, parse_experiment
+from workflows.export import trial_config
+from workflows.report import write_report
+from workflows.space import Distribution, config_point
+from workflows.trainer import absolute_data_paths, make_trainer
+from workflows.trials import best_row
+
+__all__ = ["evaluate_checkpoint", "run_final"]
+
+
+@ray.remote
+def _evaluate_remote(checkpoint: str, data: dict[str, Any], splits: list[str], batch: int) -> dict:
+    return evaluate_checkpoint(checkpoint, data, splits, batch)
+
+
+def evaluate_checkpoint(
+    checkpoint: str, data: dict[str, Any], splits: list[str], batch_size: int = 256
+) -> dict[str, dict[str, float]]:
+    """Metrics of a checkpoint (local path or storage URI) on each of ``splits``."""
+    import torch
+
+    from msa_model.pipeline import evaluate_split, restore_model
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with ray.train.Checkpoint(checkpoint).as_directory() as local:
+        model, _ = restore_model(local, device)
+    cfg = from_dict(DataConfig, data, "data")
+    return {split: evaluate_split(model, cfg, split, batch_size, device) for split in splits}
+
+
+def run_final(
+    out: Path, exp: Experiment, dists: list[Distribution], storage: str
+) -> dict[str, Any]:
+    """Evaluate the best trial on val and test (once), write ``final/metrics.json`` and the report.
+
+    With ``final.retrain`` the best config is first retrained from scratch on train+val for the
+    full epochs; its last checkpoint is then tested (val metrics stay the trial's own).
+    """
+    assert exp.search is not None
+    metric = exp.search.metric
+    table = pd.read_csv(out / "trials.csv")
+    history = pd.read_csv(out / "history.csv")
+    best = best_row(table, metric)
+    params = json.loads(best["params"])
+    best_exp = parse_experiment(trial_config(exp.to_dict(), params, f"{exp.name}_best"))
+    checkpoint = str(best["best_checkpoint"])
+    data = absolute_data_paths(best_exp.to_dict())["data"]
+    resources = {
+        "num_cpus": exp.train.cpus_per_worker,
+        "num_gpus": exp.train.gpus_per_worker if exp.train.use_gpu else 0,
+    }
+    splits = ["val", "test"]
+    if exp.final.retrain:
+        print(f"[msa] final stage: retraining trial {best['trial_id']}'s config on train+val")
+        result = make_trainer(
+            best_exp, run_name="final-retrain", storage_path=f"{storage}/final", train_on_val=True
+        ).fit()
+        checkpoint = result.checkpoint.path
+        splits = ["test"]
+    print(f"[msa] final stage: evaluating {checkpoint} on {' and '.join(splits)} (test read once)")
+    scores = ray.get(
+        _evaluate_remote.options(**resources).remote(
+            checkpoint, data, splits, exp.train.eval_batch_size
+        )
+    )
+    if exp.final.retrain:
+        trial_hist = history[
+            (history["trial_id"] == best["trial_id"]) & (history["epoch"] == best["best_epoch"])
+        ]
+        scores["val"] = {
+            k.removeprefix("val_"): float(v)
+            for k, v in trial_hist.iloc[0].items()
+            if str(k).startswith("val_")
+        }
+    final = {
+        "trial_id": best["trial_id"],
+        "metric": metric,
+        "epoch": int(best["best_epoch"]),
+        "checkpoint": checkpoint,
+        "retrained": exp.final.retrain,
+        "params": params,
+        "config": best_exp.to_dict(with_search=False),
+        **scores,
+    }
+    final_dir = out / "final"
+    final_dir.mkdir(parents=True, exist_ok=True)
+    (final_dir / "metrics.json").write_text(json.dumps(final, indent=2, default=str))
+    paper_values = config_point(dists, exp.to_dict())
+    paper_trial = _find_trial(table, paper_values)
+    write_report(
+        final_dir,
+        name=exp.name,
+        metric=metric,
+        table=table,
+        history=history,
+        final=final,
+        paper_trial=paper_trial,
+        paper_values=paper_values,
+        searched=[d.key for d in dists],
+        log_keys={d.key for d in dists if "log" in d.kind},
+    )
+    return final
+
+
+def _find_trial(table: pd.DataFrame, values: dict[str, Any]) -> str | None:
+    """The trial whose searched params equal ``values`` (the experiment's own settings)."""
+    for row in table.itertuples(index=False):
+        if json.loads(row.params) == values:
+            return row.trial_id
+    return None

@@ -1,0 +1,130 @@
+"""The search-space syntax of ``search.space`` and its conversion to Ray Tune domains.
+
+Each entry maps a dotted key of the experiment to one distribution::
+
+    model.image.num_scales: {choice: [1, 2, 3, 4]}
+    loss.lambda_mscma: {loguniform: [1, 30]}
+    optim.lr: {qloguniform: [1.0e-5, 1.0e-3, 1.0e-5]}
+
+Distributions and their arguments follow ``ray.tune``: ``choice``, ``uniform``, ``loguniform``,
+``randint`` (upper bound exclusive), ``quniform``, ``qloguniform``, ``qrandint`` (upper bound
+inclusive). Every key and every value a distribution can produce is validated against the
+experiment schema before anything starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from msa_model.config import ConfigError
+from workflows.dotted import get_dotted, with_values
+
+__all__ = ["Distribution", "parse_space", "to_tune", "config_point"]
+
+ARITY = {
+    "choice": None,
+    "uniform": 2,
+    "loguniform": 2,
+    "randint": 2,
+    "quniform": 3,
+    "qloguniform": 3,
+    "qrandint": 3,
+}
+FORBIDDEN_PREFIXES = ("name", "search", "final", "data.json", "data.images")
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One searched key: ``kind`` is a ``ray.tune`` sampler name, ``args`` its arguments."""
+
+    key: str
+    kind: str
+    args: tuple[Any, ...]
+
+    def extremes(self) -> list[Any]:
+        """Values the distribution can produce at its bounds (or all choices)."""
+        if self.kind == "choice":
+            return list(self.args)
+        low, high = self.args[0], self.args[1]
+        if self.kind == "randint":
+            return [low, high - 1]
+        return [low, high]
+
+
+def _parse_entry(key: str, spec: Any) -> Distribution:
+    where = f"search.space.{key}"
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ConfigError(f"{where}: expected one distribution, e.g. {{loguniform: [1, 30]}}")
+    ((kind, args),) = spec.items()
+    if kind not in ARITY:
+        raise ConfigError(f"{where}: unknown distribution {kind!r} (allowed: {', '.join(ARITY)})")
+    if not isinstance(args, list) or not args:
+        raise ConfigError(f"{where}: {kind} needs a non-empty list of arguments")
+    if kind == "choice":
+        return Distribution(key, kind, tuple(args))
+    if len(args) != ARITY[kind]:
+        raise ConfigError(f"{where}: {kind} takes {ARITY[kind]} numbers, got {args}")
+    if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+        raise ConfigError(f"{where}: {kind} arguments must be numbers, got {args}")
+    if kind.endswith("randint") and not all(isinstance(a, int) for a in args):
+        raise ConfigError(f"{where}: {kind} arguments must be integers, got {args}")
+    low, high = args[0], args[1]
+    if not low < high:
+        raise ConfigError(f"{where}: empty range, lower bound {low} must be < upper bound {high}")
+    if "log" in kind and low <= 0:
+        raise ConfigError(f"{where}: {kind} needs a positive lower bound, got {low}")
+    if len(args) == 3 and args[2] <= 0:
+        raise ConfigError(f"{where}: quantum must be > 0, got {args[2]}")
+    return Distribution(key, kind, tuple(args))
+
+
+def parse_space(
+    space: dict[str, Any], base: dict[str, Any], validate: Callable[[dict[str, Any]], None]
+) -> list[Distribution]:
+    """Validate ``search.space`` against the experiment mapping ``base`` (without ``search``).
+
+    ``validate`` checks a whole experiment mapping (raising ConfigError); it is run with each
+    distribution's extreme values filled in.
+
+    Raises:
+        ConfigError: naming ``search.space.<key>`` for unknown keys, bad distributions, empty
+            ranges, or values the experiment schema rejects.
+    """
+    dists = []
+    for key, spec in space.items():
+        if not isinstance(key, str) or key.startswith(FORBIDDEN_PREFIXES):
+            raise ConfigError(f"search.space.{key}: this key cannot be searched")
+        try:
+            current = get_dotted(base, key)
+        except KeyError:
+            raise ConfigError(f"search.space.{key}: unknown key (no such setting)") from None
+        if isinstance(current, dict):
+            raise ConfigError(f"search.space.{key}: is a section; search one of its keys")
+        dist = _parse_entry(key, spec)
+        for value in dist.extremes():
+            try:
+                validate(with_values(base, {key: value}))
+            except ConfigError as exc:
+                message = str(exc).removeprefix("<dict>: ")
+                raise ConfigError(
+                    f"search.space.{key}: value {value!r} is invalid: {message}"
+                ) from None
+        dists.append(dist)
+    return dists
+
+
+def to_tune(dists: list[Distribution]) -> dict[str, Any]:
+    """Flat ``{dotted_key: ray.tune domain}`` for ``Tuner(param_space=...)``."""
+    from ray import tune
+
+    return {
+        d.key: tune.choice(list(d.args)) if d.kind == "choice" else getattr(tune, d.kind)(*d.args)
+        for d in dists
+    }
+
+
+def config_point(dists: list[Distribution], base: dict[str, Any]) -> dict[str, Any]:
+    """The experiment's own values of the searched keys (the first trial of a search)."""
+    return {d.key: get_dotted(base, d.key) for d in dists}

@@ -1,0 +1,60 @@
+"""``msa train CONFIG``: one Ray Train run of an experiment, with its results on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from workflows.cluster import connect
+from workflows.experiment import Experiment, dump_experiment
+from workflows.tensorboard import TrainTensorBoard
+from workflows.trainer import make_trainer, storage_root
+
+__all__ = ["run_train"]
+
+
+def run_train(
+    exp: Experiment,
+    results_root: Path = Path("results"),
+    address: str | None = None,
+    storage: str | None = None,
+    num_cpus: int | None = None,
+) -> dict:
+    """Train ``exp`` once; write ``experiment.yaml``, ``history.csv`` and ``metrics.json``.
+
+    Returns the summary written to ``metrics.json`` (best epoch by the validation mR, its
+    metrics and checkpoint path).
+    """
+    out = results_root / exp.name
+    out.mkdir(parents=True, exist_ok=True)
+    dump_experiment(exp, out / "experiment.yaml", with_search=False)
+    connect(address, num_cpus=num_cpus)
+    metric = exp.search.metric if exp.search else "val_mr"
+    mode = exp.search.mode if exp.search else "max"
+    trainer = make_trainer(
+        exp,
+        run_name="train",
+        storage_path=storage_root(out, storage, exp.name),
+        metric=metric,
+        mode=mode,
+        callbacks=[TrainTensorBoard((out / "tensorboard" / "train").resolve())],
+    )
+    result = trainer.fit()
+    history = result.metrics_dataframe
+    history.to_csv(out / "history.csv", index=False)
+    best_metrics, best_path = result.metrics, result.checkpoint.path if result.checkpoint else None
+    if result.best_checkpoints and metric in history:
+        ckpt, best_metrics = (max if mode == "max" else min)(
+            result.best_checkpoints, key=lambda item: item[1][metric]
+        )
+        best_path = ckpt.path
+    summary = {
+        "name": exp.name,
+        "metric": metric,
+        "best_epoch": best_metrics.get("epoch"),
+        "best": {k: v for k, v in best_metrics.items() if k.startswith(("val_", "train_"))},
+        "checkpoint": best_path,
+        "epochs": int(history["epoch"].max()) if "epoch" in history else 0,
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    return summary

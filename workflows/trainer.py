@@ -1,0 +1,90 @@
+"""Building the ``TorchTrainer`` of one run, shared by ``msa train`` and each Tune trial."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from workflows.experiment import Experiment
+from workflows.worker import train_loop
+
+__all__ = ["make_trainer", "scaling_config", "storage_root", "absolute_data_paths"]
+
+
+def storage_root(results_dir: Path, storage: str | None, name: str) -> str:
+    """Where Ray keeps an experiment's state and checkpoints.
+
+    Default: ``<results_dir>/ray`` on the driver's disk; ``--storage`` (a shared directory or an
+    ``s3://``/``gs://`` URI) puts it at ``<storage>/<name>`` for multi-node clusters.
+    """
+    if storage is None:
+        return str((results_dir / "ray").resolve())
+    if "://" in storage:
+        return f"{storage.rstrip('/')}/{name}"
+    return str((Path(storage).expanduser() / name).resolve())
+
+
+def absolute_data_paths(raw: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """Resolve ``data.json``/``data.images`` against ``base`` (default: the current directory).
+
+    Workers run in other directories (and on other nodes), so paths are fixed on the driver.
+    """
+    base = base or Path.cwd()
+    data = dict(raw.get("data") or {})
+    for key in ("json", "images"):
+        if key in data and not os.path.isabs(os.path.expanduser(data[key])):
+            data[key] = str((base / data[key]).resolve())
+    return {**raw, "data": data}
+
+
+def scaling_config(exp: Experiment) -> ScalingConfig:
+    """Workers and per-worker resources of the ``train`` section."""
+    resources: dict[str, float] = {"CPU": exp.train.cpus_per_worker}
+    if exp.train.use_gpu:
+        resources["GPU"] = exp.train.gpus_per_worker
+    return ScalingConfig(
+        num_workers=exp.train.num_workers,
+        use_gpu=exp.train.use_gpu,
+        resources_per_worker=resources,
+    )
+
+
+def make_trainer(
+    exp: Experiment,
+    *,
+    run_name: str,
+    storage_path: str,
+    train_on_val: bool = False,
+    metric: str = "val_mr",
+    mode: str = "max",
+    callbacks: list[Any] | None = None,
+) -> TorchTrainer:
+    """A TorchTrainer running :func:`workflows.worker.train_loop` on ``exp``.
+
+    ``run_name`` must be stable (no timestamps) so a restarted run resumes from its checkpoint.
+    The best ``checkpoint_num_to_keep`` checkpoints by ``metric`` are kept (plus the latest).
+    """
+    score = None if train_on_val else metric
+    return TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "experiment": exp.to_dict(with_search=False),
+            "train_on_val": train_on_val,
+        },
+        scaling_config=scaling_config(exp),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=exp.train.checkpoint_num_to_keep,
+                checkpoint_score_attribute=score,
+                checkpoint_score_order=mode,
+            ),
+            failure_config=FailureConfig(max_failures=exp.train.max_failures),
+            callbacks=callbacks or [],
+        ),
+    )

@@ -1,0 +1,74 @@
+"""The table of trials: plain functions over per-trial histories (callable without Ray)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["TrialRecord", "trials_table", "history_table", "best_row"]
+
+
+@dataclass
+class TrialRecord:
+    """What one trial left: its searched params, status, error and per-epoch reports."""
+
+    trial_id: str
+    params: dict[str, Any]
+    status: str  # TERMINATED (ran to the end), STOPPED (by the scheduler) or ERROR
+    error: str | None = None
+    history: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def history_table(records: list[TrialRecord]) -> pd.DataFrame:
+    """All trials' per-epoch reports in one long table with a ``trial_id`` column."""
+    frames = [r.history.assign(trial_id=r.trial_id) for r in records if not r.history.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trial_id"])
+
+
+def trials_table(
+    records: list[TrialRecord], metric: str, mode: str, epochs: int | None = None
+) -> pd.DataFrame:
+    """One row per trial: params, best and last metrics, best epoch, status, epochs, time.
+
+    Columns: ``trial_id``, ``status``, ``param.<key>``..., ``params`` (JSON), ``best_<metric>``, ``best_epoch``,
+    ``best_checkpoint``, ``last.<metric>``..., ``epochs``, ``time_s``, ``error``. Sorted best
+    first (errored trials last).
+    """
+    rows = []
+    for rec in records:
+        row: dict[str, Any] = {"trial_id": rec.trial_id, "status": rec.status}
+        row.update({f"param.{k}": v for k, v in rec.params.items()})
+        row["params"] = json.dumps(rec.params, sort_keys=True)
+        hist = rec.history
+        if not hist.empty and metric in hist:
+            valid = hist[hist[metric].notna()]
+            best = valid.loc[valid[metric].idxmax() if mode == "max" else valid[metric].idxmin()]
+            row[f"best_{metric}"] = float(best[metric])
+            row["best_epoch"] = int(best["epoch"])
+            row["best_checkpoint"] = best.get("checkpoint_path")
+            last = hist.iloc[-1]
+            for key in hist.columns:
+                if key.startswith(("val_", "train_")):
+                    row[f"last.{key}"] = last[key]
+        row["epochs"] = int(hist["epoch"].max()) if "epoch" in hist else 0
+        row["time_s"] = float(hist["epoch_time_s"].sum()) if "epoch_time_s" in hist else 0.0
+        if rec.status != "ERROR" and epochs is not None and row["epochs"] < epochs:
+            row["status"] = "STOPPED"
+        row["error"] = rec.error
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    key = f"best_{metric}"
+    if key in table:
+        table = table.sort_values(key, ascending=mode == "min", na_position="last", kind="stable")
+    return table.reset_index(drop=True)
+
+
+def best_row(table: pd.DataFrame, metric: str) -> pd.Series:
+    """The best trial of a sorted :func:`trials_table`; ValueError when no trial reported."""
+    key = f"best_{metric}"
+    if key not in table or table[key].notna().sum() == 0:
+        raise ValueError(f"no trial reported {metric}; see the error column of trials.csv")
+    return table[table[key].notna()].iloc[0]

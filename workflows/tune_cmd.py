@@ -1,0 +1,198 @@
+"""``msa tune CONFIG``: Ray Tune + Optuna over Ray Train runs, then the final stage and export."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from msa_model.config import ConfigError
+from workflows.cluster import connect
+from workflows.dotted import with_values
+from workflows.experiment import Experiment, dump_experiment, parse_experiment
+from workflows.export import export_best
+from workflows.final import run_final
+from workflows.space import config_point, parse_space, to_tune
+from workflows.tensorboard import TuneTensorBoard
+from workflows.trainer import absolute_data_paths, make_trainer, storage_root
+from workflows.trials import TrialRecord, history_table, trials_table
+
+__all__ = ["run_tune", "make_driver", "concurrent_trials", "collect_records"]
+
+TUNE_DIR = "tune"
+
+
+def make_driver(base: dict[str, Any], storage_path: str, metric: str, mode: str):
+    """The Tune trainable: builds one trial's TorchTrainer from its params and runs it.
+
+    The Train run is named after the trial id, so a restored trial resumes from its checkpoint.
+    """
+
+    def driver(params: dict[str, Any]) -> None:
+        exp = parse_experiment(with_values(base, params), source="trial config")
+        trial_id = tune.get_context().get_trial_id()
+        trainer = make_trainer(
+            exp,
+            run_name=f"{exp.name}-{trial_id}",
+            storage_path=storage_path,
+            metric=metric,
+            mode=mode,
+            callbacks=[TuneReportCallback()],
+        )
+        trainer.fit()
+
+    return driver
+
+
+def concurrent_trials(exp: Experiment, resources: dict[str, float]) -> int:
+    """How many trials the cluster runs at once, from each trial's Train workers' resources."""
+    assert exp.search is not None
+    per_trial = exp.train.num_workers * exp.train.cpus_per_worker
+    fit = math.floor(resources.get("CPU", 1) / per_trial)
+    if exp.train.use_gpu:
+        fit = min(
+            fit,
+            math.floor(
+                resources.get("GPU", 0) / (exp.train.num_workers * exp.train.gpus_per_worker)
+            ),
+        )
+    limit = exp.search.max_concurrent_trials or exp.search.num_samples
+    return max(1, min(fit, limit, exp.search.num_samples))
+
+
+def collect_records(results: tune.ResultGrid) -> list[TrialRecord]:
+    """TrialRecords from a ResultGrid (params as dotted keys, per-epoch histories)."""
+    records = []
+    for result in results:
+        history = result.metrics_dataframe
+        if history is None:
+            history = pd.DataFrame()
+        history = history[[c for c in history.columns if not c.startswith("config/")]]
+        error = result.error
+        records.append(
+            TrialRecord(
+                trial_id=(result.metrics or {}).get("trial_id") or Path(result.path).name,
+                params=dict(result.config or {}),
+                status="ERROR" if error else "TERMINATED",
+                error=None if error is None else f"{type(error).__name__}: {error}"[:2000],
+                history=history,
+            )
+        )
+    return records
+
+
+def _prepare_dir(out: Path, exp: Experiment, resume: bool, tune_path: str) -> None:
+    stored = out / "experiment.yaml"
+    if resume:
+        if not tune.Tuner.can_restore(tune_path):
+            raise ConfigError(f"--resume: no search to resume at {tune_path}")
+        from msa_model.config import load_yaml
+
+        if stored.is_file() and load_yaml(stored) != exp.to_dict():
+            raise ConfigError(
+                f"--resume: {stored} differs from the given config; resume with the same file"
+            )
+    elif (out / "ray" / TUNE_DIR).exists() or tune.Tuner.can_restore(tune_path):
+        raise ConfigError(
+            f"{out} already holds a search named {exp.name!r}: pass --resume to continue it, or "
+            f"remove the folder, or change `name`"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    dump_experiment(exp, stored)
+
+
+def run_tune(
+    exp: Experiment,
+    results_root: Path = Path("results"),
+    address: str | None = None,
+    storage: str | None = None,
+    resume: bool = False,
+    final: bool = True,
+    num_cpus: int | None = None,
+) -> Path:
+    """Search ``exp.search.space``; write trials.csv, best_config.yaml, final/ and TensorBoard.
+
+    Returns the results folder ``results_root/<name>``.
+    """
+    if exp.search is None:
+        raise ConfigError(f"{exp.name}: no `search` section; use `msa train` for a single run")
+    out = results_root / exp.name
+    root = storage_root(out, storage, exp.name)
+    tune_path = f"{root}/{TUNE_DIR}"
+    _prepare_dir(out, exp, resume, tune_path)
+    connect(address, num_cpus=num_cpus)
+
+    search = exp.search
+    base = absolute_data_paths(exp.to_dict(with_search=False))
+    dists = parse_space(search.space, base, lambda raw: parse_experiment(raw))
+    driver = tune.with_resources(
+        make_driver(base, f"{root}/trials", search.metric, search.mode), {"CPU": 0}
+    )
+    start = [config_point(dists, base)] if search.searcher.start_with_config and dists else None
+    if search.searcher.type == "optuna" and dists:
+        searcher = OptunaSearch(points_to_evaluate=start, seed=search.searcher.seed)
+    else:
+        from ray.tune.search import BasicVariantGenerator
+
+        searcher = BasicVariantGenerator(
+            points_to_evaluate=start, random_state=search.searcher.seed
+        )
+    if search.scheduler.type == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="epoch",
+            max_t=exp.train.epochs,
+            grace_period=min(search.scheduler.grace_period, exp.train.epochs),
+            reduction_factor=search.scheduler.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    callbacks = [TuneTensorBoard((out / "tensorboard").resolve())]
+    run_config = tune.RunConfig(
+        name=TUNE_DIR,
+        storage_path=root,
+        callbacks=callbacks,
+        failure_config=tune.FailureConfig(max_failures=search.max_trial_failures),
+        verbose=1,
+    )
+    if resume:
+        tuner = tune.Tuner.restore(
+            tune_path,
+            trainable=driver,
+            param_space=to_tune(dists),
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+    else:
+        tuner = tune.Tuner(
+            driver,
+            param_space=to_tune(dists),
+            tune_config=tune.TuneConfig(
+                metric=search.metric,
+                mode=search.mode,
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=search.num_samples,
+                max_concurrent_trials=concurrent_trials(exp, ray.cluster_resources()),
+            ),
+            run_config=run_config,
+        )
+    results = tuner.fit()
+
+    records = collect_records(results)
+    table = trials_table(records, search.metric, search.mode, exp.train.epochs)
+    table.to_csv(out / "trials.csv", index=False)
+    history_table(records).to_csv(out / "history.csv", index=False)
+    failed = int((table["status"] == "ERROR").sum())
+    print(f"[msa] {len(table)} trials ({failed} failed); table in {out / 'trials.csv'}")
+    export_best(out)
+    if final and exp.final.enabled:
+        run_final(out, exp, dists, storage=root)
+    return out
