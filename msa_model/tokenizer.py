@@ -1,12 +1,13 @@
 """Caption tokenizers: a pretrained one by name/path, or a WordPiece vocabulary trained here.
 
-A randomly initialised text encoder still needs a vocabulary; training a small WordPiece model on
-the training captions takes a fraction of a second, is deterministic, and is saved with the run
-as a ``tokenizer.json`` string (no pickling).
+A randomly initialised text encoder still needs a vocabulary; building a small WordPiece vocabulary
+from the training captions takes a fraction of a second, is deterministic, and is saved with each
+checkpoint (``save_pretrained``; no pickling).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,6 @@ from tokenizers import (
     normalizers,
     pre_tokenizers,
     processors,
-    trainers,
 )
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -29,18 +29,31 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def train_wordpiece(captions: Sequence[str], vocab_size: int) -> Tokenizer:
-    """Train an uncased BERT-style WordPiece tokenizer on ``captions`` (deterministic)."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    """An uncased BERT-style WordPiece tokenizer whose vocabulary comes from ``captions``.
+
+    The vocabulary holds the special tokens, every character seen (as a word start and as a
+    ``##`` continuation, so no word maps to [UNK]) and then the most frequent whole words, ties
+    broken alphabetically. It is a pure function of the caption multiset: the ``tokenizers``
+    WordPiece trainer breaks ties differently from run to run, which would make the same seed
+    give a different model.
+    """
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for caption in captions:
+        counts.update(
+            w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(caption))
+        )
+    chars = sorted({ch for word in counts for ch in word})
+    vocab = SPECIAL_TOKENS + chars + [f"##{ch}" for ch in chars]
+    room = max(0, vocab_size - len(vocab))
+    words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))[:room]
+    ids = {token: i for i, token in enumerate(vocab + words)}
+    tok = Tokenizer(models.WordPiece(vocab=ids, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False
-    )
-    tok.train_from_iterator(sorted(set(captions)), trainer=trainer)
-    tok.post_processor = processors.BertProcessing(
-        ("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]"))
-    )
+    tok.post_processor = processors.BertProcessing(("[SEP]", ids["[SEP]"]), ("[CLS]", ids["[CLS]"]))
     return tok
 
 

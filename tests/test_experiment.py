@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from msa_model.config import ConfigError
-from workflows.experiment import SEARCH_SPACES
-from workflows.experiment import apply_overrides, load_experiment, parse_experiment
+from workflows.experiment import SEARCH_SPACES, apply_overrides, load_experiment, parse_experiment
 from workflows.space import config_point, parse_space, to_tune
 
 
@@ -43,18 +42,42 @@ def test_paper_settings_in_rsitmd() -> None:
         ({"name": "x", "train": {"epochs": 0}}, "train.epochs: must be >= 1"),
         ({"name": "x", "loss": {"csmmc_temperature": 0}}, "loss.csmmc_temperature: must be > 0"),
         ({"name": "x", "optim": {"amp": "fp8"}}, "optim.amp: 'fp8' is not one of"),
-        ({"name": "x", "model": {"image": {"pretrained": "yes"}}}, "model.image.pretrained: expected true/false"),
+        (
+            {"name": "x", "model": {"image": {"pretrained": "yes"}}},
+            "model.image.pretrained: expected true/false",
+        ),
         ({"model": {}}, "name: missing"),
         ({"name": "a/b"}, "name: must be"),
-        ({"name": "x", "search": {"metric": "test_mr"}}, "search.metric: 'test_mr' must be a validation"),
-        ({"name": "x", "search": {"space": {"loss.lambda": {"uniform": [1, 2]}}}}, "search.space.loss.lambda: unknown key"),
+        (
+            {"name": "x", "search": {"metric": "test_mr"}},
+            "search.metric: 'test_mr' must be a validation",
+        ),
+        (
+            {"name": "x", "search": {"space": {"loss.lambda": {"uniform": [1, 2]}}}},
+            "search.space.loss.lambda: unknown key",
+        ),
         ({"name": "x", "search": {"space": {"loss.margin": {"uniform": [2, 1]}}}}, "empty range"),
-        ({"name": "x", "search": {"space": {"loss.margin": {"gauss": [0, 1]}}}}, "unknown distribution 'gauss'"),
-        ({"name": "x", "search": {"space": {"optim.lr": {"loguniform": [0, 1]}}}}, "positive lower bound"),
-        ({"name": "x", "search": {"space": {"loss.margin": {"uniform": [-1, 1]}}}}, "value -1 is invalid: loss.margin: must be >= 0"),
-        ({"name": "x", "search": {"space": {"model.image.num_scales": {"choice": [1, "two"]}}}}, "value 'two' is invalid"),
+        (
+            {"name": "x", "search": {"space": {"loss.margin": {"gauss": [0, 1]}}}},
+            "unknown distribution 'gauss'",
+        ),
+        (
+            {"name": "x", "search": {"space": {"optim.lr": {"loguniform": [0, 1]}}}},
+            "positive lower bound",
+        ),
+        (
+            {"name": "x", "search": {"space": {"loss.margin": {"uniform": [-1, 1]}}}},
+            "value -1 is invalid: loss.margin: must be >= 0",
+        ),
+        (
+            {"name": "x", "search": {"space": {"model.image.num_scales": {"choice": [1, "two"]}}}},
+            "value 'two' is invalid",
+        ),
         ({"name": "x", "search": {"space": {"loss": {"uniform": [0, 1]}}}}, "is a section"),
-        ({"name": "x", "search": {"space": {"search.num_samples": {"choice": [1]}}}}, "cannot be searched"),
+        (
+            {"name": "x", "search": {"space": {"search.num_samples": {"choice": [1]}}}},
+            "cannot be searched",
+        ),
     ],
 )
 def test_bad_experiments_name_file_and_key(tmp_path: Path, data: dict, message: str) -> None:
@@ -73,9 +96,15 @@ def test_invalid_yaml_names_line(tmp_path: Path) -> None:
 
 
 def test_overrides_parse_yaml_values() -> None:
-    raw = apply_overrides({"name": "x"}, ["loss.margin=0.3", "model.image.stage_indices=[1, 3]", "optim.amp=bf16"])
+    raw = apply_overrides(
+        {"name": "x"}, ["loss.margin=0.3", "model.image.stage_indices=[1, 3]", "optim.amp=bf16"]
+    )
     exp = parse_experiment(raw)
-    assert exp.loss.margin == 0.3 and exp.model.image.stage_indices == [1, 3] and exp.optim.amp == "bf16"
+    assert (
+        exp.loss.margin == 0.3
+        and exp.model.image.stage_indices == [1, 3]
+        and exp.optim.amp == "bf16"
+    )
     with pytest.raises(ConfigError, match="expected key=value"):
         apply_overrides({}, ["loss.margin"])
 

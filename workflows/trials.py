@@ -34,7 +34,8 @@ def trials_table(
     """One row per trial: params, best and last metrics, best epoch, status, epochs, time.
 
     Columns: ``trial_id``, ``status``, ``param.<key>``..., ``params`` (JSON), ``best_<metric>``, ``best_epoch``,
-    ``best_checkpoint``, ``last.<metric>``..., ``epochs``, ``time_s``, ``error``. Sorted best
+    ``best_checkpoint``, ``last.<metric>``..., ``epochs``, ``train_s`` (inside the epochs),
+    ``time_s`` (trial wall time), ``error``. Sorted best
     first (errored trials last).
     """
     rows = []
@@ -54,7 +55,10 @@ def trials_table(
                 if key.startswith(("val_", "train_")):
                     row[f"last.{key}"] = last[key]
         row["epochs"] = int(hist["epoch"].max()) if "epoch" in hist else 0
-        row["time_s"] = float(hist["epoch_time_s"].sum()) if "epoch_time_s" in hist else 0.0
+        row["train_s"] = float(hist["epoch_time_s"].sum()) if "epoch_time_s" in hist else 0.0
+        row["time_s"] = (
+            float(hist["time_total_s"].max()) if "time_total_s" in hist else row["train_s"]
+        )
         if rec.status != "ERROR" and epochs is not None and row["epochs"] < epochs:
             row["status"] = "STOPPED"
         row["error"] = rec.error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,12 @@ from workflows.tensorboard import TuneTensorBoard
 from workflows.trainer import absolute_data_paths, make_trainer, storage_root
 from workflows.trials import TrialRecord, history_table, trials_table
 
-__all__ = ["run_tune", "make_driver", "concurrent_trials", "collect_records"]
+__all__ = ["run_tune", "make_driver", "concurrent_trials", "collect_records", "error_summary"]
 
 TUNE_DIR = "tune"
+# A trial's driver only waits on its TorchTrainer; its workers hold the real CPUs and GPUs. Tune
+# rejects an empty resource request, so the driver asks for a sliver of one CPU.
+DRIVER_CPU = 0.01
 
 
 def make_driver(base: dict[str, Any], storage_path: str, metric: str, mode: str):
@@ -67,6 +71,14 @@ def concurrent_trials(exp: Experiment, resources: dict[str, float]) -> int:
     return max(1, min(fit, limit, exp.search.num_samples))
 
 
+def error_summary(error: BaseException) -> str:
+    """The root cause of a trial's error in one line (Ray wraps it in several layers)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    causes = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception)\b.*:", ln)]
+    text = causes[-1] if causes else (lines[-1] if lines else type(error).__name__)
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)[:500]
+
+
 def collect_records(results: tune.ResultGrid) -> list[TrialRecord]:
     """TrialRecords from a ResultGrid (params as dotted keys, per-epoch histories)."""
     records = []
@@ -81,7 +93,7 @@ def collect_records(results: tune.ResultGrid) -> list[TrialRecord]:
                 trial_id=(result.metrics or {}).get("trial_id") or Path(result.path).name,
                 params=dict(result.config or {}),
                 status="ERROR" if error else "TERMINATED",
-                error=None if error is None else f"{type(error).__name__}: {error}"[:2000],
+                error=None if error is None else error_summary(error),
                 history=history,
             )
         )
@@ -133,7 +145,7 @@ def run_tune(
     base = absolute_data_paths(exp.to_dict(with_search=False))
     dists = parse_space(search.space, base, lambda raw: parse_experiment(raw))
     driver = tune.with_resources(
-        make_driver(base, f"{root}/trials", search.metric, search.mode), {"CPU": 0}
+        make_driver(base, f"{root}/trials", search.metric, search.mode), {"CPU": DRIVER_CPU}
     )
     start = [config_point(dists, base)] if search.searcher.start_with_config and dists else None
     if search.searcher.type == "optuna" and dists:

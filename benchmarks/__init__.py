@@ -1,0 +1,1 @@
+"""Micro-benchmarks of the MSA library (scripts, not tests)."""

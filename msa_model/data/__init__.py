@@ -1,0 +1,53 @@
+"""Datasets of msa_model: Karpathy-style caption JSON, validation, PyTorch datasets and the
+embedded synthetic remote-sensing generator."""
+
+from __future__ import annotations
+
+from msa_model.data.check import DatasetReport, SplitStats, check_dataset, format_report
+from msa_model.data.datasets import (
+    EvalImages,
+    ImageStore,
+    ImageTransform,
+    TrainPairs,
+    build_transform,
+    collate,
+    eval_captions,
+)
+from msa_model.data.karpathy import (
+    SPLITS,
+    DatasetError,
+    ImageRecord,
+    make_splits,
+    read_karpathy,
+)
+from msa_model.data.synth import (
+    CoverRegion,
+    SceneDescription,
+    describe,
+    generate_scene,
+    write_synthetic_dataset,
+)
+
+__all__ = [
+    "SPLITS",
+    "CoverRegion",
+    "DatasetError",
+    "DatasetReport",
+    "EvalImages",
+    "ImageRecord",
+    "ImageStore",
+    "ImageTransform",
+    "SceneDescription",
+    "SplitStats",
+    "TrainPairs",
+    "build_transform",
+    "check_dataset",
+    "collate",
+    "describe",
+    "eval_captions",
+    "format_report",
+    "generate_scene",
+    "make_splits",
+    "read_karpathy",
+    "write_synthetic_dataset",
+]

@@ -1,0 +1,138 @@
+"""MSCMAT: the batched fast path equals the pair-by-pair reference, values and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from msa_model.mscmat import MSCMAT, mscmat_reference
+
+TOL = 1e-5
+
+
+def _module(dim: int, scales: int, heads: int, seed: int = 0, **kwargs) -> MSCMAT:
+    torch.manual_seed(seed)
+    module = MSCMAT(dim, scales, heads, **kwargs).eval()
+    with torch.no_grad():  # move away from the identity init of LayerNorm / zero biases
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return module
+
+
+def _inputs(scales: int, n_img: int, n_txt: int, length: int, dim: int, masked: bool,
+            seed: int = 1) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.randn(scales, n_img, dim, generator=gen)
+    tokens = torch.randn(n_txt, length, dim, generator=gen)
+    glob = torch.randn(n_txt, dim, generator=gen)
+    mask = None
+    if masked:
+        lengths = torch.randint(1, length + 1, (n_txt,), generator=gen)
+        mask = (torch.arange(length)[None] < lengths[:, None]).long()
+    return image, tokens, glob, mask
+
+
+def _run(fn, module: MSCMAT, image, tokens, glob, mask, weights):
+    """Scores and the gradients of every parameter and input under a weighted-sum loss."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in (image, tokens, glob)]
+    module.zero_grad(set_to_none=True)
+    scores = fn(module, *leaves, mask)
+    (scores * weights).sum().backward()
+    grads = {n: p.grad.clone() for n, p in module.named_parameters()}
+    grads.update({f"input{i}": t.grad for i, t in enumerate(leaves)})
+    return scores.detach(), grads
+
+
+CASES = [  # (Bi, Bt, L, heads, S, d)
+    (1, 1, 1, 1, 1, 8),
+    (2, 3, 4, 2, 2, 8),
+    (5, 4, 7, 4, 3, 16),
+    (6, 6, 12, 4, 4, 32),
+    (3, 8, 5, 8, 1, 32),
+]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("mask_padding", [True, False])
+@pytest.mark.parametrize("case", CASES)
+def test_fast_equals_reference(case, masked, mask_padding):
+    n_img, n_txt, length, heads, scales, dim = case
+    module = _module(dim, scales, heads, mask_padding=mask_padding)
+    inputs = _inputs(scales, n_img, n_txt, length, dim, masked)
+    weights = torch.randn(scales, n_img, n_txt)
+    fast, g_fast = _run(lambda m, *a: m(*a), module, *inputs, weights)
+    ref, g_ref = _run(mscmat_reference, module, *inputs, weights)
+    assert fast.shape == (scales, n_img, n_txt)
+    assert (fast - ref).abs().max() <= TOL
+    assert g_fast.keys() == g_ref.keys()
+    for name in g_fast:
+        assert (g_fast[name] - g_ref[name]).abs().max() <= TOL, name
+
+
+def test_reference_matches_literal_pair_loop():
+    """The shared reference is itself the plain per-pair computation."""
+    module = _module(16, 2, 4)
+    image, tokens, glob, mask = _inputs(2, 3, 4, 6, 16, masked=True)
+    expected = torch.empty(2, 3, 4)
+    for s, head in enumerate(module.heads):
+        for i in range(3):
+            for j in range(4):
+                kv = head.norm_kv(tokens[j : j + 1])
+                a, _ = head.attn(head.norm_q(image[s, i : i + 1]).unsqueeze(1), kv, kv,
+                                 key_padding_mask=~mask[j : j + 1].bool())
+                z = (a[0, 0] + glob[j]) * image[s, i]
+                expected[s, i, j] = torch.sigmoid(head.score(z))[0]
+    with torch.no_grad():
+        assert (mscmat_reference(module, image, tokens, glob, mask) - expected).abs().max() <= TOL
+        assert (module(image, tokens, glob, mask) - expected).abs().max() <= TOL
+
+
+def test_padding_is_ignored_when_masked():
+    module = _module(16, 2, 2)
+    image, tokens, glob, _ = _inputs(2, 3, 4, 6, 16, masked=False)
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    mask[:, 4:] = False
+    changed = tokens.clone()
+    changed[:, 4:] = 100.0 * torch.randn(4, 2, 16)
+    with torch.no_grad():
+        assert torch.equal(module(image, tokens, glob, mask), module(image, changed, glob, mask))
+        unmasked = _module(16, 2, 2, mask_padding=False)
+        assert not torch.allclose(unmasked(image, tokens, glob, mask),
+                                  unmasked(image, changed, glob, mask))
+
+
+def test_range_shape_and_all_padding_caption():
+    module = _module(16, 3, 4)
+    image, tokens, glob, mask = _inputs(3, 4, 5, 6, 16, masked=True)
+    mask[2] = 0  # a caption with no real token: uniform attention over its positions
+    image.requires_grad_(True)
+    scores = module(image, tokens, glob, mask)
+    assert scores.shape == (3, 4, 5)
+    assert torch.isfinite(scores).all()
+    assert ((scores > 0) & (scores < 1)).all()
+    scores.sum().backward()
+    assert torch.isfinite(image.grad).all()
+    no_mask = module(image, tokens, glob, None)
+    torch.testing.assert_close(scores[:, :, 2], no_mask[:, :, 2], atol=TOL, rtol=0)
+    ref = mscmat_reference(module, image, tokens, glob, mask)
+    assert (scores - ref).abs().max() <= TOL
+
+
+def test_dropout_only_in_training():
+    module = _module(16, 2, 4, dropout=0.5)
+    image, tokens, glob, mask = _inputs(2, 3, 4, 6, 16, masked=True)
+    with torch.no_grad():
+        eval_scores = module(image, tokens, glob, mask)
+        assert torch.equal(eval_scores, module(image, tokens, glob, mask))
+        module.train()
+        torch.manual_seed(0)
+        assert not torch.allclose(module(image, tokens, glob, mask), eval_scores)
+
+
+def test_shape_errors():
+    module = MSCMAT(16, 2, 4)
+    image, tokens, glob, mask = _inputs(3, 2, 2, 4, 16, masked=True)
+    with pytest.raises(ValueError, match="num_scales"):
+        module(image, tokens, glob, mask)
+    with pytest.raises(ValueError, match="divisible"):
+        MSCMAT(10, 2, 4)
