@@ -33,9 +33,9 @@ def trials_table(
 ) -> pd.DataFrame:
     """One row per trial: params, best and last metrics, best epoch, status, epochs, time.
 
-    Columns: ``trial_id``, ``status``, ``param.<key>``..., ``params`` (JSON), ``best_<metric>``, ``best_epoch``,
-    ``best_checkpoint``, ``last.<metric>``..., ``epochs``, ``train_s`` (inside the epochs),
-    ``time_s`` (trial wall time), ``error``. Sorted best
+    Columns: ``trial_id``, ``status``, ``param.<key>``..., ``params`` (JSON),
+    ``best_<metric>``, ``best_epoch``, ``best_checkpoint``, ``last.<metric>``..., ``epochs``,
+    ``train_s`` (inside the epochs), ``time_s`` (trial wall time), ``error``. Sorted best
     first (errored trials last).
     """
     rows = []
