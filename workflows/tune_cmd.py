@@ -9,13 +9,15 @@ from typing import Any
 
 import pandas as pd
 import ray
+import ray.train
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from msa_model.checkpoint import read_checkpoint_meta
 from msa_model.config import ConfigError
-from workflows.cluster import connect
+from workflows.cluster import connect, driver_resources
 from workflows.dotted import with_values
 from workflows.experiment import Experiment, dump_experiment, parse_experiment
 from workflows.export import export_best
@@ -28,15 +30,13 @@ from workflows.trials import TrialRecord, history_table, trials_table
 __all__ = ["run_tune", "make_driver", "concurrent_trials", "collect_records", "error_summary"]
 
 TUNE_DIR = "tune"
-# A trial's driver only waits on its TorchTrainer; its workers hold the real CPUs and GPUs. Tune
-# rejects an empty resource request, so the driver asks for a sliver of one CPU.
-DRIVER_CPU = 0.01
 
 
-def make_driver(base: dict[str, Any], storage_path: str, metric: str, mode: str):
+def make_driver(name: str, base: dict[str, Any], storage_path: str, metric: str, mode: str):
     """The Tune trainable: builds one trial's TorchTrainer from its params and runs it.
 
     The Train run is named after the trial id, so a restored trial resumes from its checkpoint.
+    The function carries the experiment's name, so trials show under it in the dashboard.
     """
 
     def driver(params: dict[str, Any]) -> None:
@@ -52,13 +52,19 @@ def make_driver(base: dict[str, Any], storage_path: str, metric: str, mode: str)
         )
         trainer.fit()
 
+    driver.__name__ = driver.__qualname__ = name
     return driver
 
 
-def concurrent_trials(exp: Experiment, resources: dict[str, float]) -> int:
-    """How many trials the cluster runs at once, from each trial's Train workers' resources."""
+def concurrent_trials(
+    exp: Experiment, resources: dict[str, float], driver: dict[str, float] | None = None
+) -> int:
+    """How many trials the cluster runs at once: its CPUs (and GPUs) over one trial's needs.
+
+    A trial needs its Train workers' resources plus its driver's CPU share (``driver``).
+    """
     assert exp.search is not None
-    per_trial = exp.train.num_workers * exp.train.cpus_per_worker
+    per_trial = exp.train.num_workers * exp.train.cpus_per_worker + (driver or {}).get("CPU", 0)
     fit = math.floor(resources.get("CPU", 1) / per_trial)
     if exp.train.use_gpu:
         fit = min(
@@ -79,6 +85,27 @@ def error_summary(error: BaseException) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)[:500]
 
 
+def _with_earlier_epochs(history: pd.DataFrame) -> pd.DataFrame:
+    """Prepend epochs reported before a restore, which Tune's history of the trial lacks.
+
+    Every checkpoint's meta carries the run's whole history, so the latest one fills the gap.
+    """
+    if history.empty or "checkpoint_path" not in history or history["epoch"].min() <= 1:
+        return history
+    latest = history["checkpoint_path"].dropna()
+    if latest.empty:
+        return history
+    try:
+        with ray.train.Checkpoint(latest.iloc[-1]).as_directory() as local:
+            earlier = pd.DataFrame(read_checkpoint_meta(local).get("history", []))
+    except FileNotFoundError:
+        return history
+    if earlier.empty:
+        return history
+    earlier = earlier[earlier["epoch"] < history["epoch"].min()]
+    return pd.concat([earlier, history], ignore_index=True)
+
+
 def collect_records(results: tune.ResultGrid) -> list[TrialRecord]:
     """TrialRecords from a ResultGrid (params as dotted keys, per-epoch histories)."""
     records = []
@@ -86,7 +113,9 @@ def collect_records(results: tune.ResultGrid) -> list[TrialRecord]:
         history = result.metrics_dataframe
         if history is None:
             history = pd.DataFrame()
-        history = history[[c for c in history.columns if not c.startswith("config/")]]
+        history = _with_earlier_epochs(
+            history[[c for c in history.columns if not c.startswith("config/")]]
+        )
         error = result.error
         records.append(
             TrialRecord(
@@ -145,7 +174,8 @@ def run_tune(
     base = absolute_data_paths(exp.to_dict(with_search=False))
     dists = parse_space(search.space, base, lambda raw: parse_experiment(raw))
     driver = tune.with_resources(
-        make_driver(base, f"{root}/trials", search.metric, search.mode), {"CPU": DRIVER_CPU}
+        make_driver(exp.name, base, f"{root}/trials", search.metric, search.mode),
+        driver_resources(),
     )
     start = [config_point(dists, base)] if search.searcher.start_with_config and dists else None
     if search.searcher.type == "optuna" and dists:
@@ -192,7 +222,11 @@ def run_tune(
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=search.num_samples,
-                max_concurrent_trials=concurrent_trials(exp, ray.cluster_resources()),
+                trial_name_creator=lambda trial: f"{exp.name}_{trial.trial_id}",
+                trial_dirname_creator=lambda trial: f"{exp.name}_{trial.trial_id}",
+                max_concurrent_trials=concurrent_trials(
+                    exp, ray.cluster_resources(), driver_resources()
+                ),
             ),
             run_config=run_config,
         )

@@ -11,7 +11,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from msa_model.checkpoint import load_checkpoint_state, save_checkpoint
+from msa_model.checkpoint import load_checkpoint_state, read_checkpoint_meta, save_checkpoint
 from msa_model.data import ImageStore
 from msa_model.engine import (
     build_optimizer,
@@ -69,11 +69,17 @@ def distributed_evaluate(
     return retrieval_metrics(images, texts, data.caption_image)
 
 
-def checkpoint_meta(exp: Experiment, model: MSAModel, epoch: int, metrics: dict[str, Any]) -> dict:
-    """JSON facts stored with a checkpoint: enough to rebuild the model without downloads."""
+def checkpoint_meta(
+    exp: Experiment, model: MSAModel, epoch: int, history: list[dict[str, Any]]
+) -> dict:
+    """JSON facts stored with a checkpoint: enough to rebuild the model without downloads.
+
+    ``history`` is every epoch's report so far (the last one is this checkpoint's metrics).
+    """
     return {
         "epoch": epoch,
-        "metrics": metrics,
+        "metrics": history[-1],
+        "history": history,
         "experiment": exp.to_dict(with_search=False),
         "text_encoder_config": model.text.encoder.config.to_dict(),
     }
@@ -107,6 +113,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     scaler = make_grad_scaler(device, exp.optim.amp)
 
     start_epoch = 0
+    history: list[dict[str, Any]] = []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
@@ -116,6 +123,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             scheduler.load_state_dict(optim_state["scheduler"])
             scaler.load_state_dict(optim_state["scaler"])
             start_epoch = int(optim_state["epoch"])
+            history = read_checkpoint_meta(ckpt_dir).get("history", [])[:start_epoch]
         if rank == 0:
             print(f"[msa] resumed from {checkpoint.path} at epoch {start_epoch}")
 
@@ -164,6 +172,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             )
             metrics.update({f"val_{k}": v for k, v in scores.items()})
         metrics["epoch_time_s"] = time.perf_counter() - began
+        history.append(metrics)
         if rank == 0:
             shown = "  ".join(
                 f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith(("val_mr", "train_loss"))
@@ -177,7 +186,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                     tmp,
                     inner,
                     inner.tokenizer,
-                    checkpoint_meta(exp, inner, epoch + 1, metrics),
+                    checkpoint_meta(exp, inner, epoch + 1, history),
                     optimizer=optimizer,
                     extra_state={
                         "scheduler": scheduler.state_dict(),
