@@ -189,3 +189,9 @@ def test_zero_weight_skips_the_term(zeroed):
     parts = both_off(nan_scores)  # scores are never read
     assert torch.isfinite(parts["loss"])
     torch.testing.assert_close(parts["loss"], parts["triplet"])
+
+
+def test_needs_scores():
+    assert MSALoss(LossConfig()).needs_scores
+    assert MSALoss(LossConfig(lambda_mscma=0.0)).needs_scores
+    assert not MSALoss(LossConfig(lambda_mscma=0.0, lambda_csmmc=0.0)).needs_scores

@@ -61,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="output file (default: <results_dir>/best_config.yaml)"
     )
 
+    from workflows.submit import add_submit_args
+
+    submit = sub.add_parser(
+        "submit",
+        help="run `msa tune CONFIG` as a Ray job on a cluster",
+        description="Submit `msa tune CONFIG` as a Ray job: msa submit CONFIG [options] "
+        "[-- msa tune options, e.g. --results DIR --storage DIR]",
+    )
+    submit.add_argument("config", type=Path, help="experiment YAML inside --working-dir")
+    add_submit_args(submit)
+    submit.add_argument("tune_args", nargs=argparse.REMAINDER, help="[options] -- tune options")
+
     demo = sub.add_parser("demo", help="the whole pipeline on the embedded default, offline")
     demo.add_argument("--smoke-test", action="store_true", help="tiny sizes, about a minute")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -136,6 +148,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from workflows.submit import run_submit
+
+    return run_submit(args)
+
+
 COMMANDS = {
     "data": _cmd_data,
     "train": _cmd_train,
@@ -143,6 +161,7 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "export": _cmd_export,
     "demo": _cmd_demo,
+    "submit": _cmd_submit,
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import ray
+import ray.train
 
 from msa_model.config import DataConfig, from_dict
 from workflows.experiment import Experiment, parse_experiment
@@ -18,11 +18,6 @@ from workflows.trainer import absolute_data_paths, make_trainer
 from workflows.trials import best_row
 
 __all__ = ["evaluate_checkpoint", "run_final"]
-
-
-@ray.remote
-def _evaluate_remote(checkpoint: str, data: dict[str, Any], splits: list[str], batch: int) -> dict:
-    return evaluate_checkpoint(checkpoint, data, splits, batch)
 
 
 def evaluate_checkpoint(
@@ -57,10 +52,6 @@ def run_final(
     best_exp = parse_experiment(trial_config(exp.to_dict(), params, f"{exp.name}_best"))
     checkpoint = str(best["best_checkpoint"])
     data = absolute_data_paths(best_exp.to_dict())["data"]
-    resources = {
-        "num_cpus": exp.train.cpus_per_worker,
-        "num_gpus": exp.train.gpus_per_worker if exp.train.use_gpu else 0,
-    }
     splits = ["val", "test"]
     if exp.final.retrain:
         print(f"[msa] final stage: retraining trial {best['trial_id']}'s config on train+val")
@@ -70,11 +61,9 @@ def run_final(
         checkpoint = result.checkpoint.path
         splits = ["test"]
     print(f"[msa] final stage: evaluating {checkpoint} on {' and '.join(splits)} (test read once)")
-    scores = ray.get(
-        _evaluate_remote.options(**resources).remote(
-            checkpoint, data, splits, exp.train.eval_batch_size
-        )
-    )
+    # In this process, not as a Ray task: it needs no cluster resources, so it cannot wait behind
+    # workers that a stopped trial has not released yet.
+    scores = evaluate_checkpoint(checkpoint, data, splits, exp.train.eval_batch_size)
     if exp.final.retrain:
         trial_hist = history[
             (history["trial_id"] == best["trial_id"]) & (history["epoch"] == best["best_epoch"])

@@ -189,7 +189,9 @@ def run_tune(
     if search.scheduler.type == "asha":
         scheduler = ASHAScheduler(
             time_attr="epoch",
-            max_t=exp.train.epochs,
+            # one past the last epoch: a trial that trains to the end finishes by itself (and
+            # its Train run releases its workers) instead of being stopped by the scheduler
+            max_t=exp.train.epochs + 1,
             grace_period=min(search.scheduler.grace_period, exp.train.epochs),
             reduction_factor=search.scheduler.reduction_factor,
         )

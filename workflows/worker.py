@@ -172,6 +172,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             )
             metrics.update({f"val_{k}": v for k, v in scores.items()})
         metrics["epoch_time_s"] = time.perf_counter() - began
+        metrics["node_id"] = ray.get_runtime_context().get_node_id()  # rank 0's node
         history.append(metrics)
         if rank == 0:
             shown = "  ".join(

@@ -1,0 +1,336 @@
+"""``msa submit CONFIG``: run ``msa tune CONFIG`` as a Ray job on a cluster.
+
+A thin wrapper over :class:`ray.job_submission.JobSubmissionClient`, equivalent to::
+
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- msa tune CONFIG ...
+
+The working directory is uploaded (without results/, data/, .venv/, .git and caches) and becomes
+the job's current directory on the head node, so CONFIG must be a path inside it. The job writes
+its results to an absolute ``--results`` folder (default: ``<working dir>/results`` as seen from
+here), not into the uploaded copy, which Ray may delete; on a remote cluster pass a folder the
+head node can write (``-- --results /shared/results``) and ``--storage`` for multi-node runs.
+Data paths that point into an excluded folder are passed as absolute paths (the cluster must see
+them: same machine or shared storage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from msa_model.config import ConfigError
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "DEFAULT_EXCLUDES",
+    "add_submit_args",
+    "finish_args",
+    "default_address",
+    "use_token_auth",
+    "prepare_submission",
+    "submit",
+    "run_submit",
+]
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+# gitignore-style patterns relative to the working dir (Ray also honours .gitignore/.rayignore)
+DEFAULT_EXCLUDES = [
+    "/results/",
+    "/data/",
+    "/.venv/",
+    "/.git/",
+    "__pycache__/",
+    "*.egg-info/",
+    ".pytest_cache/",
+    ".ruff_cache/",
+]
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def default_address() -> str:
+    """The job server: RAY_API_SERVER_ADDRESS, an http RAY_ADDRESS, else the local dashboard."""
+    for key in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        value = os.environ.get(key, "")
+        if value.startswith(("http://", "https://")):
+            return value
+    return DEFAULT_ADDRESS
+
+
+def add_submit_args(p: argparse.ArgumentParser) -> None:
+    """Options of ``msa submit`` (the config and ``-- tune args`` are added by the CLI)."""
+    p.add_argument(
+        "--address",
+        default=None,
+        help=f"the cluster's job server (dashboard) URL (default: RAY_API_SERVER_ADDRESS, an "
+        f"http RAY_ADDRESS, else {DEFAULT_ADDRESS})",
+    )
+    p.add_argument(
+        "--working-dir",
+        type=Path,
+        default=Path("."),
+        help="folder uploaded as the job's working dir; CONFIG must be inside it (default: .)",
+    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="more gitignore-style patterns not to upload (results/, data/, .venv/, .git are)",
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="follow the job's logs; exit with its final status"
+    )
+
+
+def finish_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Split ``args.tune_args`` (everything after CONFIG) at ``--``.
+
+    Options before ``--`` are ``msa submit``'s own; what follows goes to ``msa tune``.
+    """
+    rest = list(args.tune_args or [])
+    if "--" in rest:
+        cut = rest.index("--")
+        own, tune_args = rest[:cut], rest[cut + 1 :]
+    else:
+        own, tune_args = rest, []
+    parser = argparse.ArgumentParser(prog="msa submit", add_help=False)
+    add_submit_args(parser)
+    later, unknown = parser.parse_known_args(own)
+    if unknown:
+        raise ConfigError(
+            f"msa submit: unrecognized arguments {' '.join(unknown)}; options for `msa tune` "
+            f"go after `--` (msa submit CONFIG [options] -- --results DIR ...)"
+        )
+    merged = argparse.Namespace(**vars(args))
+    for key, value in vars(later).items():
+        if isinstance(value, list):  # --set/--exclude given before and after CONFIG add up
+            setattr(merged, key, list(getattr(args, key, None) or []) + value)
+        elif value != parser.get_default(key):
+            setattr(merged, key, value)
+    merged.tune_args = tune_args
+    return merged
+
+
+def _config_in_working_dir(config: Path, working_dir: Path, excludes: list[str]) -> str:
+    """CONFIG as a POSIX path relative to the working dir; ConfigError when it is not uploaded."""
+    wd = working_dir.expanduser().resolve()
+    if not wd.is_dir():
+        raise ConfigError(f"--working-dir {working_dir}: not a directory")
+    path = config.expanduser()
+    absolute = (path if path.is_absolute() else Path.cwd() / path).resolve()
+    if not absolute.is_file():
+        raise ConfigError(f"{config}: no such file")
+    try:
+        rel = absolute.relative_to(wd).as_posix()
+    except ValueError:
+        raise ConfigError(
+            f"{config}: the config must be inside the working dir {wd} (the job runs in an "
+            f"uploaded copy of it); move the file there or pass --working-dir"
+        ) from None
+    if _excluded(rel, excludes):
+        raise ConfigError(
+            f"{config}: {rel} is in a folder that is not uploaded ({', '.join(excludes)}); "
+            f"put the config elsewhere in {wd}"
+        )
+    return rel
+
+
+def _excluded(rel: str, excludes: list[str]) -> bool:
+    from ray._private.thirdparty.pathspec import PathSpec  # the matcher Ray's upload uses
+
+    return PathSpec.from_lines("gitwildmatch", excludes).match_file(rel)
+
+
+def _data_overrides(exp: Any, working_dir: Path, excludes: list[str]) -> list[str]:
+    """``--set`` values making relative data paths into excluded folders absolute."""
+    sets = []
+    wd = working_dir.expanduser().resolve()
+    for key in ("json", "images"):
+        value = getattr(exp.data, key, None)
+        if not value or os.path.isabs(os.path.expanduser(str(value))):
+            continue
+        rel = Path(value).as_posix()
+        if _excluded(rel, excludes):
+            absolute = (wd / rel).resolve()
+            sets.append(f"data.{key}={absolute}")
+    return sets
+
+
+def prepare_submission(
+    config: Path,
+    working_dir: Path = Path("."),
+    sets: list[str] | None = None,
+    tune_args: list[str] | None = None,
+    exclude: list[str] | None = None,
+) -> dict[str, Any]:
+    """Validate the experiment here and build the job: entrypoint, runtime_env, notes.
+
+    Returns ``{"entrypoint", "runtime_env", "results", "notes", "name"}``; ConfigError on a bad
+    config (the same checks `msa tune` makes, before anything is uploaded).
+    """
+    from workflows.experiment import load_experiment
+
+    sets = list(sets or [])
+    tune_args = list(tune_args or [])
+    excludes = DEFAULT_EXCLUDES + list(exclude or [])
+    rel = _config_in_working_dir(config, working_dir, excludes)
+    exp = load_experiment(config, sets)
+    if exp.search is None:
+        raise ConfigError(f"{config}: no `search` section; msa submit runs `msa tune`")
+    notes = []
+    data_sets = _data_overrides(exp, working_dir, excludes)
+    for item in data_sets:
+        notes.append(
+            f"{item.split('=')[0]} is not uploaded: the job reads {item.split('=', 1)[1]} (the "
+            f"cluster must see it: same machine or shared storage)"
+        )
+    wd = working_dir.expanduser().resolve()
+    if "--results" in tune_args or any(a.startswith("--results=") for a in tune_args):
+        results = None
+    else:
+        results = wd / "results"
+        tune_args = ["--results", str(results), *tune_args]
+        notes.append(
+            f"results go to {results / exp.name} on the head node (pass `-- --results DIR` to "
+            f"change it; add `--storage DIR_OR_URI` for a multi-node cluster)"
+        )
+    command = ["msa", "tune", rel]
+    for item in sets + data_sets:
+        command += ["--set", item]
+    command += tune_args
+    runtime_env = {
+        "working_dir": str(wd),
+        "excludes": excludes,
+        "env_vars": {"PYTHONUNBUFFERED": "1"},
+    }
+    return {
+        "entrypoint": shlex.join(command),
+        "runtime_env": runtime_env,
+        "results": results,
+        "notes": notes,
+        "name": exp.name,
+    }
+
+
+def use_token_auth() -> None:
+    """Send Ray's auth token with every request when one is available.
+
+    Like ``ray start --head``: with RAY_AUTH_MODE unset, a token in RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token turns token mode on for this process (a client
+    otherwise sends no token and a token-protected job server answers 401).
+    """
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # another Ray version: RAY_AUTH_MODE=token must be set by hand
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _client(address: str):
+    from ray.job_submission import JobSubmissionClient
+
+    use_token_auth()
+    try:
+        return JobSubmissionClient(address)
+    except Exception as exc:  # ConnectionError, or an auth error as RuntimeError
+        raise ConnectionError(
+            f"cannot reach the Ray job server at {address}: {exc}".strip()
+            + "\n  start a cluster with `ray start --head --dashboard-host 127.0.0.1`, reach a "
+            "remote one through `ssh -L 8265:127.0.0.1:8265 user@head`, and check "
+            "`ray get-auth-token` matches the cluster's token"
+        ) from None
+
+
+def follow(client: Any, job_id: str, out=sys.stdout, poll_s: float = 1.0) -> str:
+    """Print the job's logs as they come, until it ends; returns its final status."""
+    import asyncio
+
+    async def tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            out.write(chunk)
+            out.flush()
+
+    try:
+        asyncio.run(tail())
+    except Exception as exc:  # the log stream broke (e.g. network): fall back to polling
+        print(f"[msa] log stream ended ({exc}); polling the job status", file=sys.stderr)
+    while True:
+        status = str(client.get_job_status(job_id))
+        status = status.split(".")[-1]
+        if status in TERMINAL:
+            return status
+        time.sleep(poll_s)
+
+
+def submit(
+    config: Path,
+    address: str | None = None,
+    working_dir: Path = Path("."),
+    sets: list[str] | None = None,
+    tune_args: list[str] | None = None,
+    exclude: list[str] | None = None,
+    wait: bool = False,
+    out=sys.stdout,
+) -> int:
+    """Submit ``msa tune CONFIG`` as a Ray job; print how to follow it.
+
+    Returns 0 after submitting, or with ``wait`` 0 when the job SUCCEEDED and 1 otherwise.
+    """
+    address = (address or default_address()).rstrip("/")
+    job = prepare_submission(config, working_dir, sets, tune_args, exclude)
+    client = _client(address)
+    job_id = client.submit_job(
+        entrypoint=job["entrypoint"],
+        runtime_env=job["runtime_env"],
+        metadata={"msa_experiment": job["name"]},
+    )
+    print(f"[msa] submitted job {job_id}: {job['entrypoint']}", file=out)
+    for note in job["notes"]:
+        print(f"[msa] note: {note}", file=out)
+    print(f"[msa] dashboard: {address}/#/jobs/{job_id}", file=out)
+    print(f"[msa] follow the logs: ray job logs -f {job_id} --address {address}", file=out)
+    print(
+        f"[msa] status / stop: ray job status {job_id} --address {address} | "
+        f"ray job stop {job_id} --address {address}",
+        file=out,
+        flush=True,
+    )
+    if not wait:
+        return 0
+    try:
+        status = follow(client, job_id, out)
+    except KeyboardInterrupt:
+        print(
+            f"\n[msa] stopped following; job {job_id} keeps running "
+            f"(ray job stop {job_id} --address {address})",
+            file=out,
+        )
+        return 130
+    print(f"[msa] job {job_id} {status}", file=out, flush=True)
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    """The ``msa submit`` command on parsed arguments."""
+    args = finish_args(args)
+    try:
+        return submit(
+            args.config,
+            address=args.address,
+            working_dir=args.working_dir,
+            sets=args.set,
+            tune_args=args.tune_args,
+            exclude=args.exclude,
+            wait=args.wait,
+        )
+    except ConnectionError as exc:
+        print(f"msa: error: {exc}", file=sys.stderr)
+        return 1
