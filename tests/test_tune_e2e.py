@@ -156,3 +156,19 @@ def test_bad_yaml_is_a_clear_cli_error(tmp_path: Path, content: str, message: st
     assert "bad.yaml" in proc.stderr and message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_two_worker_ddp_run_evaluates_like_one_process(synth_data: Path, tmp_path: Path) -> None:
+    """DDP with two Ray Train workers: the sharded, gathered validation metrics of the last
+    epoch equal a single-process evaluation of the saved checkpoint."""
+    exp = tiny_experiment(synth_data, name="ddp")
+    exp["train"].update(num_workers=2, epochs=1, batch_size=8)
+    write_yaml(tmp_path / "ddp.yaml", exp)
+    proc = msa("train", "ddp.yaml", "--num-cpus", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = pd.read_csv(tmp_path / "results" / "ddp" / "history.csv")
+    proc = msa("evaluate", "results/ddp", "--split", "val", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = dict(line.split() for line in proc.stdout.strip().splitlines())
+    for key in KEYS:
+        assert float(printed[key]) == pytest.approx(history[f"val_{key}"].iloc[-1], abs=0.01)

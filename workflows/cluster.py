@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import ray
@@ -34,21 +35,40 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     for key, value in RUNTIME_ENV_VARS.items():
         os.environ.setdefault(key, value)  # the local raylet's processes inherit these
     address = address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": dict(RUNTIME_ENV_VARS)}}
+    env_vars = dict(RUNTIME_ENV_VARS)
+    kwargs: dict[str, Any] = {}
     if address:
         kwargs["address"] = address
     else:
+        # Ray Train frees the workers of a stopped trial after asking the State API whether its
+        # controller died; with several Ray instances on one machine that lookup fails unless
+        # the API server is named, so the dashboard gets a known port.
+        port = _free_port(8265)
+        env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        os.environ["RAY_API_SERVER_ADDRESS"] = env_vars["RAY_API_SERVER_ADDRESS"]
         kwargs.update(
             include_dashboard=True,
             dashboard_host="127.0.0.1",
+            dashboard_port=port,
             num_cpus=num_cpus,
             resources={DRIVER_RESOURCE: DRIVER_SLOTS},
         )
-    ctx = ray.init(**kwargs)
+    ctx = ray.init(runtime_env={"env_vars": env_vars}, **kwargs)
     url = dashboard_url(ctx)
     if url and not quiet:
         print(f"[msa] Ray dashboard: {url}", flush=True)
     return ctx
+
+
+def _free_port(preferred: int) -> int:
+    """``preferred`` when nothing listens there on 127.0.0.1, else a free port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
 
 
 def driver_resources() -> dict[str, float]:

@@ -1,0 +1,440 @@
+"""Real Ray clusters on this machine: job submission to two nodes, resume after the driver dies,
+a killed Train worker, a node lost mid-search, and the security defaults.
+
+The clusters are `ray start --block` processes the tests start with their own temp dirs and free
+ports (tests/cluster_utils.py) and kill by pid at the end; `ray stop` is never called.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from msa_model.config import ConfigError
+from tests.cluster_utils import (
+    alive_nodes,
+    alive_train_workers,
+    node_env,
+    start_node,
+    wait_for,
+)
+from tests.conftest import tiny_experiment, write_yaml
+from workflows.submit import DEFAULT_EXCLUDES, prepare_submission
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[1]
+HEALTH = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+
+
+class Cluster:
+    """A head (1 CPU + the msa_driver resource) and, on demand, one worker node (1 CPU)."""
+
+    def __init__(self) -> None:
+        self.head = start_node(num_cpus=1, resources={"msa_driver": 64})
+        self.worker = None
+
+    @property
+    def address(self) -> str:
+        return self.head.gcs_address
+
+    @property
+    def dashboard(self) -> str:
+        assert self.head.dashboard_url
+        return self.head.dashboard_url
+
+    def two_nodes(self):
+        """Start (or restart, after a test removed it) the worker node; wait until it joined."""
+        if self.worker is None or self.worker.proc.poll() is not None:
+            self.worker = start_node(head_address=self.address, num_cpus=1)
+        wait_for(
+            lambda: len(alive_nodes(self.dashboard)) == 2, 60, "the worker node to join"
+        )
+        return self.worker
+
+    def no_train_workers(self, timeout: float = 60) -> None:
+        """Wait until no Train worker is alive (a previous run's actors are gone)."""
+        wait_for(lambda: not alive_train_workers(self.dashboard), timeout, "idle cluster")
+
+    def stop(self) -> None:
+        for node in (self.worker, self.head):
+            if node is not None:
+                node.kill(grace_s=3)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def msa_env(**extra: str) -> dict[str, str]:
+    env = node_env(extra)
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def run_msa(*args: str, cwd: Path, timeout: int = 400, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "workflows", *args],
+        cwd=cwd,
+        env=msa_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start_msa(*args: str, cwd: Path, log: Path, **env: str) -> subprocess.Popen:
+    """`msa ...` in the background (its own session), output to ``log``."""
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workflows", *args],
+            cwd=cwd,
+            env=msa_env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def finish(proc: subprocess.Popen, log: Path, timeout: float = 400) -> str:
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert proc.returncode == 0, text[-4000:]
+    return text
+
+
+def search_experiment(data: Path, name: str, epochs: int, samples: int, **search) -> dict:
+    exp = tiny_experiment(
+        data,
+        name=name,
+        search={
+            "num_samples": samples,
+            "scheduler": {"type": "fifo"},
+            "searcher": {"seed": 1},
+            "space": {"loss.lambda_mscma": {"loguniform": [1.0, 30.0]}},
+            **search,
+        },
+        final={"enabled": True},
+    )
+    exp["train"].update(epochs=epochs, max_failures=1)
+    return exp
+
+
+def checkpoints(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in run_dir.glob("checkpoint_*"))
+
+
+def trial_states(tune_dir: Path) -> dict[str, str]:
+    """Trial id -> status in Tune's latest saved experiment state (what a restore sees)."""
+    files = sorted(glob.glob(str(tune_dir / "experiment_state-*.json")))
+    if not files:
+        return {}
+    try:
+        state = json.loads(Path(files[-1]).read_text())
+    except (json.JSONDecodeError, OSError):  # being rewritten
+        return {}
+    out = {}
+    for entry in state["trial_data"]:
+        trial = json.loads(entry[0])
+        out[trial["trial_id"]] = trial["status"]
+    return out
+
+
+# --- security defaults ------------------------------------------------------------------------
+
+
+def _get(url: str, token: str | None = None) -> int:
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _token() -> str:
+    return (Path.home() / ".ray" / "auth_token").read_text().strip()
+
+
+BIND_PROBE = """
+import json, os, sys
+from workflows.cluster import connect, dashboard_url
+import psutil  # Ray's vendored copy, importable once ray is
+ctx = connect(num_cpus=1, quiet=True)
+session = ctx.address_info["session_dir"]
+listen = []
+for p in psutil.process_iter(["cmdline"]):
+    cmd = " ".join(p.info["cmdline"] or [])
+    if "dashboard/dashboard.py" in cmd and session in cmd:
+        listen += [c.laddr.ip + ":" + str(c.laddr.port) for c in p.net_connections("tcp")
+                   if c.status == psutil.CONN_LISTEN]
+print(json.dumps({"url": dashboard_url(ctx), "listen": listen,
+                  "auth": os.environ.get("RAY_AUTH_MODE")}))
+"""
+
+
+def test_local_dashboard_binds_localhost_with_token_auth(tmp_path: Path) -> None:
+    """`msa` on a laptop: dashboard + job API on 127.0.0.1 only, and they need the token."""
+    env = msa_env()
+    env.pop("RAY_AUTH_MODE", None)  # the default, as a user has it
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BIND_PROBE + "\nsys.stdout.flush(); sys.stdin.read()"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read()[-3000:]
+        info = json.loads(line)
+        assert info["url"].startswith("http://127.0.0.1:")
+        assert info["auth"] == "token"
+        assert info["listen"], "dashboard process not found"
+        port = info["url"].rsplit(":", 1)[1]
+        http = [a for a in info["listen"] if a.endswith(f":{port}")]
+        assert http == [f"127.0.0.1:{port}"], info["listen"]
+        assert all(not a.startswith(("0.0.0.0", "::")) for a in info["listen"]), info["listen"]
+        jobs = f"{info['url']}/api/jobs/"
+        assert _get(jobs) == 401  # the job API runs code: no token, no access
+        assert _get(jobs, _token()) == 200
+    finally:
+        proc.stdin.close()  # the probe exits, ray.shutdown() stops its local cluster
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_yaml_and_checkpoints_are_loaded_safely() -> None:
+    sources = [*REPO.glob("msa_model/**/*.py"), *REPO.glob("workflows/**/*.py")]
+    text = {p: p.read_text() for p in sources}
+    unsafe_yaml = [
+        str(p)
+        for p, t in text.items()
+        if re.search(r"yaml\.(load|unsafe_load|full_load)\(", t)
+        or "yaml.Loader" in t
+        or "UnsafeLoader" in t
+    ]
+    assert not unsafe_yaml, unsafe_yaml
+    loads = [(p, m) for p, t in text.items() for m in re.finditer(r"torch\.load\(([^)]*)\)", t)]
+    assert loads, "no torch.load found"
+    unsafe_torch = [str(p) for p, m in loads if "weights_only=True" not in m.group(1)]
+    assert not unsafe_torch, unsafe_torch
+
+
+# --- msa submit: arguments and checks (no cluster) --------------------------------------------
+
+
+def test_submit_builds_the_job_and_rejects_configs_outside_the_working_dir(
+    synth_data: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "repo"
+    (work / "search_spaces").mkdir(parents=True)
+    exp = search_experiment(synth_data, "sub", epochs=2, samples=2)
+    exp["data"]["json"] = "data/synth/dataset.json"  # relative, in a folder not uploaded
+    write_yaml(work / "search_spaces" / "sub.yaml", exp)
+
+    job = prepare_submission(
+        work / "search_spaces" / "sub.yaml", work, ["optim.lr=0.01"], ["--no-final"]
+    )
+    assert job["entrypoint"].startswith("msa tune search_spaces/sub.yaml --set optim.lr=0.01 ")
+    assert f"--set data.json={work.resolve()}/data/synth/dataset.json" in job["entrypoint"]
+    assert job["entrypoint"].endswith(f"--results {work.resolve()}/results --no-final")
+    assert job["runtime_env"]["working_dir"] == str(work.resolve())
+    assert job["runtime_env"]["excludes"] == DEFAULT_EXCLUDES
+    assert any("not uploaded" in n for n in job["notes"])
+    job = prepare_submission(work / "search_spaces/sub.yaml", work, [], ["--results", "/x"])
+    assert "--results /x" in job["entrypoint"] and job["results"] is None
+
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(ConfigError, match="must be inside the working dir"):
+        prepare_submission(work / "search_spaces" / "sub.yaml", tmp_path / "elsewhere", [])
+    (work / "results").mkdir()
+    write_yaml(work / "results" / "old.yaml", exp)
+    with pytest.raises(ConfigError, match="not uploaded"):
+        prepare_submission(work / "results" / "old.yaml", work, [])
+    with pytest.raises(ConfigError, match="loss.margn"):
+        prepare_submission(work / "search_spaces" / "sub.yaml", work, ["loss.margn=1"])
+
+    # the CLI: options after `--` go to `msa tune`, unknown ones before it are refused
+    proc = run_msa("submit", "search_spaces/sub.yaml", "--wait", "--results", "x", cwd=work)
+    assert proc.returncode == 2 and "go after `--`" in proc.stderr, proc.stderr
+    proc = run_msa("submit", "../sub.yaml", "--working-dir", ".", cwd=work, timeout=60)
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+def test_resume_without_a_search_is_a_clear_error(synth_data: Path, tmp_path: Path) -> None:
+    write_yaml(tmp_path / "fresh.yaml", search_experiment(synth_data, "fresh", 2, 2))
+    proc = run_msa("tune", "fresh.yaml", "--resume", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--resume: no search to resume" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- a cluster of two nodes -------------------------------------------------------------------
+
+
+def test_submit_job_runs_trials_on_both_nodes(cluster: Cluster, synth_data: Path, tmp_path):
+    worker = cluster.two_nodes()
+    cluster.no_train_workers()
+    work = tmp_path / "job"
+    work.mkdir()
+    write_yaml(work / "tiny.yaml", search_experiment(synth_data, "tiny-job", 2, 2))
+    proc = run_msa(
+        "submit", "tiny.yaml", "--address", cluster.dashboard, "--working-dir", ".", "--wait",
+        cwd=work,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-5000:]
+    job_id = re.search(r"submitted job (\S+):", output).group(1)
+    assert f"ray job logs -f {job_id} --address {cluster.dashboard}" in output
+    assert f"job {job_id} SUCCEEDED" in output
+
+    from ray.job_submission import JobSubmissionClient
+
+    assert str(JobSubmissionClient(cluster.dashboard).get_job_status(job_id)).endswith(
+        "SUCCEEDED"
+    )
+    out = work / "results" / "tiny-job"  # msa submit's default: <working dir>/results
+    assert (out / "final" / "metrics.json").is_file()
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 2 and (trials["status"] == "TERMINATED").all()
+    history = pd.read_csv(out / "history.csv")
+    assert set(history["node_id"]) == {cluster.head.node_id(), worker.node_id()}
+
+
+def test_killed_train_worker_resumes_from_checkpoint(cluster: Cluster, synth_data, tmp_path):
+    cluster.two_nodes()
+    cluster.no_train_workers()
+    write_yaml(tmp_path / "ft.yaml", search_experiment(synth_data, "ft", epochs=30, samples=1))
+    log = tmp_path / "ft.log"
+    proc = start_msa("tune", "ft.yaml", "--address", cluster.address, cwd=tmp_path, log=log)
+    try:
+        run_dir = tmp_path / "results" / "ft" / "ray" / "trials"
+        workers = wait_for(
+            lambda: alive_train_workers(cluster.dashboard), 180, "the trial's Train worker"
+        )
+        pid = workers[0].pid
+        wait_for(lambda: list(run_dir.glob("*/checkpoint_*")), 120, "a checkpoint", 0.05)
+        os.kill(pid, signal.SIGKILL)  # a process of our own cluster
+        killed_at = len(list(run_dir.glob("*/checkpoint_*")))
+    except BaseException:
+        proc.kill()
+        raise
+    text = finish(proc, log)
+    assert killed_at >= 1
+    resumed = re.findall(r"resumed from \S+ at epoch (\d+)", text)
+    assert resumed and 1 <= int(resumed[0]) < 30, text[-4000:]
+    trials = pd.read_csv(tmp_path / "results" / "ft" / "trials.csv")
+    assert (trials["status"] == "TERMINATED").all() and (trials["epochs"] == 30).all()
+    history = pd.read_csv(tmp_path / "results" / "ft" / "history.csv")
+    assert set(history["epoch"]) == set(range(1, 31))
+
+
+def test_resume_after_the_driver_is_killed(cluster: Cluster, synth_data, tmp_path) -> None:
+    cluster.no_train_workers()
+    exp = search_experiment(synth_data, "res", epochs=30, samples=3, max_concurrent_trials=1)
+    write_yaml(tmp_path / "res.yaml", exp)
+    out = tmp_path / "results" / "res"
+    tune_dir, runs = out / "ray" / "tune", out / "ray" / "trials"
+    log = tmp_path / "first.log"
+    proc = start_msa(
+        "tune", "res.yaml", "--address", cluster.address, cwd=tmp_path, log=log,
+        TUNE_GLOBAL_CHECKPOINT_S="0.5",
+    )
+
+    def one_done_one_checkpointed():
+        states = trial_states(tune_dir)
+        done = [t for t, s in states.items() if s == "TERMINATED"]
+        running = [
+            t for t, s in states.items() if s == "RUNNING" and checkpoints(runs / f"res-{t}")
+        ]
+        return (done, running) if done and running else None
+
+    try:
+        done, running = wait_for(one_done_one_checkpointed, 300, "one trial done, one running", 0.1)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver crashes; the cluster stays up
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    cluster.no_train_workers()  # Ray ends the dead driver's actors
+    before = {t: checkpoints(runs / f"res-{t}") for t in done}
+    assert not (out / "trials.csv").exists()
+
+    proc = run_msa("tune", "res.yaml", "--resume", "--address", cluster.address, cwd=tmp_path)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-5000:]
+    resumed = dict(re.findall(r"resumed from \S*/res-(\w+)/checkpoint_\S+ at epoch (\d+)", text))
+    assert set(running) <= set(resumed), (running, resumed, text[-4000:])
+    assert all(1 <= int(resumed[t]) < 30 for t in running)
+    for trial_id in done:  # finished trials are kept, not run again
+        assert checkpoints(runs / f"res-{trial_id}") == before[trial_id]
+        assert f"res-{trial_id}/" not in "".join(re.findall(r"resumed from \S+", text))
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 3 and (trials["status"] == "TERMINATED").all()
+    assert (trials["epochs"] == 30).all()
+    history = pd.read_csv(out / "history.csv")
+    for trial_id in trials["trial_id"]:
+        assert set(history.loc[history["trial_id"] == trial_id, "epoch"]) == set(range(1, 31))
+    assert (out / "final" / "metrics.json").is_file()
+
+
+def test_search_survives_losing_a_node(cluster: Cluster, synth_data, tmp_path) -> None:
+    worker = cluster.two_nodes()
+    cluster.no_train_workers()
+    worker_id = worker.node_id()
+    write_yaml(tmp_path / "nl.yaml", search_experiment(synth_data, "nl", epochs=30, samples=2))
+    log = tmp_path / "nl.log"
+    runs = tmp_path / "results" / "nl" / "ray" / "trials"
+    proc = start_msa("tune", "nl.yaml", "--address", cluster.address, cwd=tmp_path, log=log)
+    try:
+        wait_for(
+            lambda: any(w.node_id == worker_id for w in alive_train_workers(cluster.dashboard)),
+            180,
+            "a Train worker on the second node",
+        )
+        wait_for(
+            lambda: sum(1 for d in runs.glob("*") if checkpoints(d)) == 2,
+            120,
+            "both trials checkpointed",
+            0.05,
+        )
+        worker.kill()  # the node goes away: its raylet, agents and workers
+    except BaseException:
+        proc.kill()
+        raise
+    text = finish(proc, log)
+    assert [n["node_id"] for n in alive_nodes(cluster.dashboard)] == [cluster.head.node_id()]
+    trials = pd.read_csv(tmp_path / "results" / "nl" / "trials.csv")
+    assert len(trials) == 2 and (trials["status"] == "TERMINATED").all(), trials.to_string()
+    assert (trials["epochs"] == 30).all()
+    assert "resumed from" in text
+    assert (tmp_path / "results" / "nl" / "final" / "metrics.json").is_file()
