@@ -1,9 +1,10 @@
 """Image-text retrieval recalls (R@1/5/10 both ways and their mean mR), computed in chunks.
 
-Similarities are cosine (both sides L2-normalised, float32). The full N x M similarity matrix
-is never built: pass A takes ``chunk_size`` images at a time against all captions (text
-retrieval), pass B ``chunk_size`` captions at a time against all images (image retrieval), so
-memory is O(chunk_size * max(N, M)) on top of the embeddings.
+Similarities are cosine (both sides L2-normalised, float32). Memory is O(chunk_size * max(N, M))
+on top of the embeddings: a gallery whose full N x M matrix fits in that bound is scored with one
+product for both directions; a larger one in two passes, A taking ``chunk_size`` images at a
+time against all captions (text retrieval), B ``chunk_size`` captions at a time against all
+images (image retrieval).
 
 Ties are counted pessimistically: a non-matching item whose similarity equals the best
 matching one is ranked above it. The rank of a query is the number of non-matching items with
@@ -51,8 +52,9 @@ def _count_ge(sims: Tensor, threshold: Tensor, block: int = 1 << 23) -> Tensor:
     return counts
 
 
-def _image_query_ranks(images: Tensor, texts: Tensor, captions_of: Tensor,
-                       chunk_size: int) -> Tensor:
+def _image_query_ranks(
+    images: Tensor, texts: Tensor, captions_of: Tensor, chunk_size: int
+) -> Tensor:
     """Pass A: rank of each captioned image's best caption among all captions."""
     n_captions = texts.shape[0]
     buffer = torch.empty(min(chunk_size, images.shape[0]) * n_captions, device=images.device)
@@ -69,8 +71,9 @@ def _image_query_ranks(images: Tensor, texts: Tensor, captions_of: Tensor,
     return torch.cat(ranks)
 
 
-def _caption_query_ranks(texts: Tensor, images: Tensor, caption_image: Tensor,
-                         chunk_size: int) -> Tensor:
+def _caption_query_ranks(
+    texts: Tensor, images: Tensor, caption_image: Tensor, chunk_size: int
+) -> Tensor:
     """Pass B: rank of each caption's image among all images."""
     n_images = images.shape[0]
     buffer = torch.empty(min(chunk_size, texts.shape[0]) * n_images, device=images.device)
@@ -84,9 +87,24 @@ def _caption_query_ranks(texts: Tensor, images: Tensor, caption_image: Tensor,
     return torch.cat(ranks)
 
 
+def _ranks_one_product(
+    images: Tensor, texts: Tensor, caption_image: Tensor, captions_of: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Both passes from one N x M product, when it is no larger than one chunk of a pass."""
+    sims = images @ texts.T
+    positives = sims.gather(1, captions_of.clamp(min=0)).masked_fill(captions_of < 0, float("-inf"))
+    best = positives.amax(dim=1, keepdim=True)
+    keep = captions_of[:, 0] >= 0
+    i2t = ((sims >= best).sum(dim=1) - (positives >= best).sum(dim=1))[keep]
+    own = sims[caption_image, torch.arange(texts.shape[0], device=sims.device)]
+    t2i = (sims >= own).sum(dim=0) - 1
+    return i2t, t2i
+
+
 @torch.no_grad()
-def retrieval_metrics(image_embeds: Tensor, text_embeds: Tensor, caption_image: Tensor,
-                      chunk_size: int = 1024) -> dict[str, float]:
+def retrieval_metrics(
+    image_embeds: Tensor, text_embeds: Tensor, caption_image: Tensor, chunk_size: int = 1024
+) -> dict[str, float]:
     """Recall@{1,5,10} for text retrieval (image query) and image retrieval (caption query).
 
     An image query hits at K if any of its captions ranks in the top K; images without any
@@ -105,8 +123,9 @@ def retrieval_metrics(image_embeds: Tensor, text_embeds: Tensor, caption_image: 
     """
     n_images, n_captions = image_embeds.shape[0], text_embeds.shape[0]
     if caption_image.shape != (n_captions,):
-        raise ValueError(f"caption_image has shape {tuple(caption_image.shape)}, "
-                         f"expected ({n_captions},)")
+        raise ValueError(
+            f"caption_image has shape {tuple(caption_image.shape)}, expected ({n_captions},)"
+        )
     if n_captions == 0:
         raise ValueError("no captions to evaluate")
     caption_image = caption_image.long().cpu()
@@ -118,8 +137,11 @@ def retrieval_metrics(image_embeds: Tensor, text_embeds: Tensor, caption_image: 
     caption_image = caption_image.to(device)
     captions_of = _captions_of_images(caption_image.cpu(), n_images).to(device)
 
-    i2t = _image_query_ranks(images, texts, captions_of, chunk_size)
-    t2i = _caption_query_ranks(texts, images, caption_image, chunk_size)
+    if n_images * n_captions <= chunk_size * max(n_images, n_captions):
+        i2t, t2i = _ranks_one_product(images, texts, caption_image, captions_of)
+    else:
+        i2t = _image_query_ranks(images, texts, captions_of, chunk_size)
+        t2i = _caption_query_ranks(texts, images, caption_image, chunk_size)
     values = _recalls(i2t.cpu()) + _recalls(t2i.cpu())
     result = dict(zip(RECALL_KEYS, values, strict=True))
     result["mr"] = sum(values) / len(values)

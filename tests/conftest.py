@@ -12,6 +12,7 @@ from msa_model.data import write_synthetic_dataset
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads in tests
 
 TINY_MODEL = {
     "embed_dim": 32,

@@ -173,3 +173,37 @@ def test_checkpoint_round_trip_rebuilds_model(tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.allclose(restored.encode_image(images), model.encode_image(images))
         assert torch.allclose(restored.encode_text(**tokens), model.encode_text(**tokens))
+
+
+def test_text_tower_from_local_directory_and_offline_miss(tmp_path: Path) -> None:
+    from transformers import BertConfig, BertModel
+
+    from msa_model.config import TextTowerConfig
+    from msa_model.text_tower import ModelNotFoundError, TextTower
+    from msa_model.tokenizer import build_tokenizer
+
+    tokenizer = tokenizer_from_json(train_wordpiece(CAPTIONS, 200).to_str())
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    source = BertModel(config)
+    source.save_pretrained(tmp_path / "bert")
+    tokenizer.save_pretrained(str(tmp_path / "bert"))
+
+    cfg = TextTowerConfig(name=str(tmp_path / "bert"))
+    loaded = build_tokenizer(cfg, [])
+    assert loaded(CAPTIONS)["input_ids"] == tokenizer(CAPTIONS)["input_ids"]
+    tower = TextTower(cfg, embed_dim=32, vocab_size=len(loaded))
+    assert torch.equal(
+        tower.encoder.embeddings.word_embeddings.weight, source.embeddings.word_embeddings.weight
+    )
+    enc = loaded(CAPTIONS, padding=True, return_tensors="pt")
+    glob, tokens, mask = tower(enc["input_ids"], enc["attention_mask"])
+    assert glob.shape == (4, 32) and tokens.shape[-1] == 32 and mask.shape == tokens.shape[:2]
+
+    with pytest.raises(ModelNotFoundError, match="model.text.name: 'no-such-org/no-such-bert'"):
+        TextTower(TextTowerConfig(name="no-such-org/no-such-bert"), 32, 100)
