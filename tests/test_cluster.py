@@ -360,7 +360,8 @@ def test_killed_train_worker_resumes_from_checkpoint(cluster: Cluster, synth_dat
 
 def test_resume_after_the_driver_is_killed(cluster: Cluster, synth_data, tmp_path) -> None:
     cluster.no_train_workers()
-    exp = search_experiment(synth_data, "res", epochs=30, samples=3, max_concurrent_trials=1)
+    T0 = time.time()
+    exp = search_experiment(synth_data, "res", epochs=30, samples=2, max_concurrent_trials=1)
     write_yaml(tmp_path / "res.yaml", exp)
     out = tmp_path / "results" / "res"
     tune_dir, runs = out / "ray" / "tune", out / "ray" / "trials"
@@ -380,6 +381,7 @@ def test_resume_after_the_driver_is_killed(cluster: Cluster, synth_data, tmp_pat
 
     try:
         done, running = wait_for(one_done_one_checkpointed, 300, "one trial done, one running", 0.1)
+        print(f"T kill {time.time() - T0:.1f}")
         os.kill(proc.pid, signal.SIGKILL)  # the driver crashes; the cluster stays up
         proc.wait(timeout=30)
     finally:
@@ -389,7 +391,9 @@ def test_resume_after_the_driver_is_killed(cluster: Cluster, synth_data, tmp_pat
     before = {t: checkpoints(runs / f"res-{t}") for t in done}
     assert not (out / "trials.csv").exists()
 
+    print(f"T resume {time.time() - T0:.1f}")
     proc = run_msa("tune", "res.yaml", "--resume", "--address", cluster.address, cwd=tmp_path)
+    print(f"T resumed {time.time() - T0:.1f}")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-5000:]
     resumed = dict(re.findall(r"resumed from \S*/res-(\w+)/checkpoint_\S+ at epoch (\d+)", text))
@@ -399,7 +403,7 @@ def test_resume_after_the_driver_is_killed(cluster: Cluster, synth_data, tmp_pat
         assert checkpoints(runs / f"res-{trial_id}") == before[trial_id]
         assert f"res-{trial_id}/" not in "".join(re.findall(r"resumed from \S+", text))
     trials = pd.read_csv(out / "trials.csv")
-    assert len(trials) == 3 and (trials["status"] == "TERMINATED").all()
+    assert len(trials) == 2 and (trials["status"] == "TERMINATED").all()
     assert (trials["epochs"] == 30).all()
     history = pd.read_csv(out / "history.csv")
     for trial_id in trials["trial_id"]:
