@@ -145,12 +145,18 @@ def _short_temp_dir(prefix: str) -> Path:
 def start_node(
     *,
     head_address: str | None = None,
+    dashboard_url: str | None = None,
     num_cpus: int = 1,
     resources: dict[str, float] | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 90,
 ) -> RayNode:
-    """`ray start --block` a head (``head_address`` None) or a worker joining ``head_address``."""
+    """`ray start --block` a head (``head_address`` None) or a worker joining ``head_address``.
+
+    The node's processes get RAY_API_SERVER_ADDRESS (the head's dashboard): Ray Train's
+    placement group cleaner asks the State API without an address, which fails when several
+    Ray instances run on one machine and none is in /tmp/ray/ray_current_cluster.
+    """
     temp_dir = _short_temp_dir("msah" if head_address is None else "msaw")
     log = temp_dir / "ray_start.log"
     cmd = [
@@ -166,14 +172,12 @@ def start_node(
     ]
     if resources:
         cmd.append(f"--resources={json.dumps(resources)}")
-    dashboard_url = None
     if head_address is None:
         port, dash = free_port(), free_port()
         gcs = f"127.0.0.1:{port}"
         dashboard_url = f"http://127.0.0.1:{dash}"
         cmd += [
             "--head",
-            "--node-ip-address=127.0.0.1",
             f"--port={port}",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dash}",
@@ -181,16 +185,18 @@ def start_node(
         ]
     else:
         gcs = head_address
-        cmd += [f"--address={head_address}", "--node-ip-address=127.0.0.1"]
+        cmd.append(f"--address={head_address}")
+    api = {"RAY_API_SERVER_ADDRESS": dashboard_url} if dashboard_url else {}
     with open(log, "w") as out:
         proc = subprocess.Popen(
             cmd,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=node_env(env),
+            env=node_env({**api, **(env or {})}),
             start_new_session=True,
         )
-    node = RayNode(proc, temp_dir, log, head_address is None, gcs, dashboard_url)
+    head = head_address is None
+    node = RayNode(proc, temp_dir, log, head, gcs, dashboard_url if head else None)
     try:
         wait_for(
             lambda: _started(node),

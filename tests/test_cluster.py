@@ -57,7 +57,9 @@ class Cluster:
     def two_nodes(self):
         """Start (or restart, after a test removed it) the worker node; wait until it joined."""
         if self.worker is None or self.worker.proc.poll() is not None:
-            self.worker = start_node(head_address=self.address, num_cpus=1)
+            self.worker = start_node(
+                head_address=self.address, dashboard_url=self.dashboard, num_cpus=1
+            )
         wait_for(
             lambda: len(alive_nodes(self.dashboard)) == 2, 60, "the worker node to join"
         )

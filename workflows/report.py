@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 __all__ = ["markdown_table", "plot_curves", "plot_params", "write_report"]
 
@@ -84,6 +85,8 @@ def plot_params(
         )
         if key in log_keys:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel(key)
         ax.set_ylabel(best_col)
         ax.grid(alpha=0.3)
