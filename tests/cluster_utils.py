@@ -235,7 +235,11 @@ def alive_nodes(dashboard_url: str) -> list[dict[str, Any]]:
     use_token_auth()
     return [
         n.__dict__ if hasattr(n, "__dict__") else dict(n)
-        for n in list_nodes(address=dashboard_url, filters=[("state", "=", "ALIVE")])
+        for n in list_nodes(
+            address=dashboard_url,
+            filters=[("state", "=", "ALIVE")],
+            raise_on_missing_output=False,  # dead nodes count in the total: not an error
+        )
     ]
 
 
@@ -247,4 +251,5 @@ def alive_train_workers(dashboard_url: str) -> list[Any]:
     return list_actors(
         address=dashboard_url,
         filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+        raise_on_missing_output=False,
     )

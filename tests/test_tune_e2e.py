@@ -172,3 +172,30 @@ def test_two_worker_ddp_run_evaluates_like_one_process(synth_data: Path, tmp_pat
     printed = dict(line.split() for line in proc.stdout.strip().splitlines())
     for key in KEYS:
         assert float(printed[key]) == pytest.approx(history[f"val_{key}"].iloc[-1], abs=0.01)
+
+
+def test_final_retrain_on_train_plus_val(synth_data: Path, tmp_path: Path) -> None:
+    """final.retrain: the best config is retrained on train+val, then tested once."""
+    exp = tiny_experiment(
+        synth_data,
+        name="retrain",
+        search={
+            "num_samples": 1,
+            "scheduler": {"type": "fifo"},
+            "space": {"loss.margin": {"uniform": [0.2, 0.6]}},
+        },
+        final={"retrain": True},
+    )
+    exp["train"]["epochs"] = 1
+    write_yaml(tmp_path / "retrain.yaml", exp)
+    proc = msa("tune", "retrain.yaml", "--num-cpus", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "results" / "retrain"
+    final = json.loads((out / "final" / "metrics.json").read_text())
+    assert final["retrained"] is True
+    assert "/final/final-retrain/" in final["checkpoint"]
+    meta = json.loads((Path(final["checkpoint"]) / "meta.json").read_text())
+    assert "val_mr" not in meta["metrics"]  # no validation while training on train+val
+    trial = pd.read_csv(out / "trials.csv").iloc[0]
+    assert final["val"]["mr"] == pytest.approx(trial["best_val_mr"])
+    assert set(KEYS) <= set(final["test"])
