@@ -10,9 +10,14 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from workflows.experiment import Experiment
-from workflows.worker import train_loop
 
-__all__ = ["make_trainer", "scaling_config", "storage_root", "absolute_data_paths"]
+__all__ = [
+    "make_trainer",
+    "run_worker",
+    "scaling_config",
+    "storage_root",
+    "absolute_data_paths",
+]
 
 
 def storage_root(results_dir: Path, storage: str | None, name: str) -> str:
@@ -53,6 +58,17 @@ def scaling_config(exp: Experiment) -> ScalingConfig:
     )
 
 
+def run_worker(loop_config: dict[str, Any]) -> None:
+    """The Train workers' entry point: :func:`workflows.worker.train_loop`, imported here.
+
+    Tune trial drivers build a TorchTrainer but never train; importing the worker (timm,
+    transformers, the model) only inside the workers saves each trial driver ~3 CPU-seconds.
+    """
+    from workflows.worker import train_loop
+
+    train_loop(loop_config)
+
+
 def make_trainer(
     exp: Experiment,
     *,
@@ -70,9 +86,9 @@ def make_trainer(
     """
     score = None if train_on_val else metric
     return TorchTrainer(
-        train_loop,
+        run_worker,
         train_loop_config={
-            "experiment": exp.to_dict(with_search=False),
+            "experiment": absolute_data_paths(exp.to_dict(with_search=False)),
             "train_on_val": train_on_val,
         },
         scaling_config=scaling_config(exp),
