@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from typing import Any
@@ -30,6 +31,12 @@ from msa_model.pipeline import EvalSet, build_model, eval_set, load_splits, trai
 from workflows.experiment import Experiment, parse_experiment
 
 __all__ = ["train_loop", "distributed_evaluate", "checkpoint_meta"]
+
+
+def _say(line: str) -> None:
+    """One progress line on the driver's terminal (Train's patched print would emit it twice)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _gather(obj: Any, world_size: int) -> list[Any]:
@@ -125,7 +132,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             start_epoch = int(optim_state["epoch"])
             history = read_checkpoint_meta(ckpt_dir).get("history", [])[:start_epoch]
         if rank == 0:
-            print(f"[msa] resumed from {checkpoint.path} at epoch {start_epoch}")
+            _say(f"[msa] resumed from {checkpoint.path} at epoch {start_epoch}")
 
     model = ray.train.torch.prepare_model(
         model, parallel_strategy_kwargs={"find_unused_parameters": not loss_fn.needs_scores}
@@ -178,7 +185,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             shown = "  ".join(
                 f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith(("val_mr", "train_loss"))
             )
-            print(f"[msa] {exp.name} epoch {epoch + 1}/{exp.train.epochs}  {shown}", flush=True)
+            _say(f"[msa] {exp.name} epoch {epoch + 1}/{exp.train.epochs}  {shown}")
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
