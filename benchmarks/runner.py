@@ -63,13 +63,29 @@ def _mscmat(quick: bool) -> dict[str, Any]:
     for r in rows:
         case = f"B={r['batch']} L={r['length']} d={r['dim']} fwd+bwd"
         speed_target = ">= 20" if r["batch"] == 32 and not quick else None
-        checks.append(Check("mscmat", f"{case} time", r["fast_s"], "s", r["reference_s"],
-                            r["speedup"], speed_target))
+        checks.append(
+            Check(
+                "mscmat",
+                f"{case} time",
+                r["fast_s"],
+                "s",
+                r["reference_s"],
+                r["speedup"],
+                speed_target,
+            )
+        )
         fast_mem = max(r["fast_peak_rss_growth_mib"], 1.0)  # RSS granularity: avoid 0
-        checks.append(Check("mscmat", f"{case} peak RSS growth", r["fast_peak_rss_growth_mib"],
-                            "MiB", r["reference_peak_rss_growth_mib"],
-                            r["reference_peak_rss_growth_mib"] / fast_mem,
-                            None if quick else ">= 1"))
+        checks.append(
+            Check(
+                "mscmat",
+                f"{case} peak RSS growth",
+                r["fast_peak_rss_growth_mib"],
+                "MiB",
+                r["reference_peak_rss_growth_mib"],
+                r["reference_peak_rss_growth_mib"] / fast_mem,
+                None if quick else ">= 1",
+            )
+        )
     return {"rows": rows, "checks": checks}
 
 
@@ -82,12 +98,28 @@ def _metrics(quick: bool) -> dict[str, Any]:
         rows = bench_metrics.run(compare_images=1000, large_images=50_000, repeats=3)
     compare, large = rows
     checks = [
-        Check("metrics", f"{compare['images']} x {compare['captions']} time", compare["fast_s"],
-              "s", compare["loop_s"], compare["speedup"], None if quick else ">= 50"),
-        Check("metrics", f"{large['images']} x {large['captions']} fast path time",
-              large["seconds"], "s"),
-        Check("metrics", f"{large['images']} x {large['captions']} peak RSS",
-              large["peak_rss_mib"], "MiB", target="<= 4096"),
+        Check(
+            "metrics",
+            f"{compare['images']} x {compare['captions']} time",
+            compare["fast_s"],
+            "s",
+            compare["loop_s"],
+            compare["speedup"],
+            None if quick else ">= 50",
+        ),
+        Check(
+            "metrics",
+            f"{large['images']} x {large['captions']} fast path time",
+            large["seconds"],
+            "s",
+        ),
+        Check(
+            "metrics",
+            f"{large['images']} x {large['captions']} peak RSS",
+            large["peak_rss_mib"],
+            "MiB",
+            target="<= 4096",
+        ),
     ]
     return {"rows": rows, "checks": checks}
 
@@ -140,8 +172,12 @@ def machine_info() -> dict[str, Any]:
                 mem_kib = int(line.split()[1])
     except OSError:
         pass
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip() or None
+    commit = (
+        subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        or None
+    )
     return {
         "cpu_model": _cpu_model(),
         "cpu_cores": os.cpu_count(),
@@ -178,14 +214,21 @@ def format_table(checks: list[Check]) -> str:
         if target and pct and c.ratio is None:
             op, bound = target.split()
             target = f"{op} {100 * float(bound):g}%"
-        rows.append([
-            c.bench, c.case, _fmt(c.value, c.unit), _fmt(c.baseline, c.unit),
-            "-" if c.ratio is None else f"{c.ratio:.3g}x", target or "",
-            "" if c.met is None else ("yes" if c.met else "NO"),
-        ])
+        rows.append(
+            [
+                c.bench,
+                c.case,
+                _fmt(c.value, c.unit),
+                _fmt(c.baseline, c.unit),
+                "-" if c.ratio is None else f"{c.ratio:.3g}x",
+                target or "",
+                "" if c.met is None else ("yes" if c.met else "NO"),
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [" | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
+    lines = [
+        " | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -225,10 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks, print the table, write the JSON; returns 1 if one raised."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds; no targets)")
-    parser.add_argument("--only", action="append", metavar="NAME",
-                        help=f"run only these (repeat or comma-separate): {', '.join(BENCHMARKS)}")
-    parser.add_argument("--out", type=Path, default=Path("results/bench"),
-                        help="folder of the JSON reports (default: results/bench)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help=f"run only these (repeat or comma-separate): {', '.join(BENCHMARKS)}",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/bench"),
+        help="folder of the JSON reports (default: results/bench)",
+    )
     args = parser.parse_args(argv)
     names = _parse_only(args.only)
     started = datetime.now()

@@ -21,6 +21,7 @@ FALLBACK_DRIVER_CPU = 0.01
 # Ray Train's controller polls its workers every 2 s by default; on short trials that idles the
 # CPUs for seconds at every start and end. 0.2 s removes most of it.
 RUNTIME_ENV_VARS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "TOKENIZERS_PARALLELISM": "false"}
+PREEMPTION_ENV_VAR = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = False) -> Any:
@@ -32,10 +33,10 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     """
     if ray.is_initialized():
         return ray.get_runtime_context()
-    for key, value in RUNTIME_ENV_VARS.items():
-        os.environ.setdefault(key, value)  # the local raylet's processes inherit these
+    # a variable already set wins (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=2 restores Ray's default);
+    # the local raylet's processes inherit os.environ, every worker gets the runtime env
+    env_vars = {key: os.environ.setdefault(key, value) for key, value in RUNTIME_ENV_VARS.items()}
     address = address or os.environ.get("RAY_ADDRESS")
-    env_vars = dict(RUNTIME_ENV_VARS)
     kwargs: dict[str, Any] = {}
     if address:
         kwargs["address"] = address
@@ -44,6 +45,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
         # controller died; with several Ray instances on one machine that lookup fails unless
         # the API server is named, so the dashboard gets a known port.
         port = _free_port(8265)
+        # nothing drains a local node: skip the preemption watcher actor each Train run starts
+        env_vars[PREEMPTION_ENV_VAR] = os.environ.setdefault(PREEMPTION_ENV_VAR, "0")
         env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         os.environ["RAY_API_SERVER_ADDRESS"] = env_vars["RAY_API_SERVER_ADDRESS"]
         kwargs.update(
