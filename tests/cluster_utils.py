@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
-import psutil  # noqa: E402  isort: skip
+
+# isort: split
+import psutil
 
 from workflows.submit import use_token_auth
 
@@ -116,18 +119,10 @@ class RayNode:
         except subprocess.TimeoutExpired:
             pass
 
-    def node_id(self) -> str | None:
-        """This node's Ray node id (from the raylet's command line)."""
-        for p in self.processes():
-            try:
-                cmd = p.cmdline()
-            except psutil.NoSuchProcess:
-                continue
-            if cmd and cmd[0].endswith("raylet"):
-                for part in cmd:
-                    if part.startswith("--node_id="):
-                        return part.split("=", 1)[1]
-        return None
+    def remove(self) -> None:
+        """Kill the node and delete its temp dir (session logs included)."""
+        self.kill(grace_s=3)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def _signal(p: psutil.Process, sig: int) -> None:
@@ -142,6 +137,10 @@ def _short_temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
 
 
+class NodeStartError(RuntimeError):
+    """`ray start` exited before the node was up."""
+
+
 def start_node(
     *,
     head_address: str | None = None,
@@ -150,13 +149,33 @@ def start_node(
     resources: dict[str, float] | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 90,
+    attempts: int = 3,
 ) -> RayNode:
     """`ray start --block` a head (``head_address`` None) or a worker joining ``head_address``.
 
     The node's processes get RAY_API_SERVER_ADDRESS (the head's dashboard): Ray Train's
     placement group cleaner asks the State API without an address, which fails when several
     Ray instances run on one machine and none is in /tmp/ray/ray_current_cluster.
+    A start that fails (a free port taken meanwhile by another process) is retried with new
+    ports.
     """
+    for attempt in range(attempts):
+        try:
+            return _start_node(head_address, dashboard_url, num_cpus, resources, env, timeout)
+        except NodeStartError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_node(
+    head_address: str | None,
+    dashboard_url: str | None,
+    num_cpus: int,
+    resources: dict[str, float] | None,
+    env: dict[str, str] | None,
+    timeout: float,
+) -> RayNode:
     temp_dir = _short_temp_dir("msah" if head_address is None else "msaw")
     log = temp_dir / "ray_start.log"
     cmd = [
@@ -197,13 +216,12 @@ def start_node(
         )
     head = head_address is None
     node = RayNode(proc, temp_dir, log, head, gcs, dashboard_url if head else None)
+    deadline = time.monotonic() + timeout
     try:
-        wait_for(
-            lambda: _started(node),
-            timeout,
-            f"`{' '.join(cmd)}` to start (log: {log})",
-            interval=0.5,
-        )
+        while not _started(node):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"`{' '.join(cmd)}` not up after {timeout:.0f}s (log: {log})")
+            time.sleep(0.5)
     except BaseException:
         node.kill()
         raise
@@ -212,7 +230,7 @@ def start_node(
 
 def _started(node: RayNode) -> bool:
     if node.proc.poll() is not None:
-        raise RuntimeError(f"ray start exited {node.proc.returncode}:\n{node.log.read_text()}")
+        raise NodeStartError(f"ray start exited {node.proc.returncode}:\n{node.log.read_text()}")
     if "Ray runtime started" not in node.log.read_text():
         return False
     if node.dashboard_url:

@@ -37,30 +37,44 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     # the local raylet's processes inherit os.environ, every worker gets the runtime env
     env_vars = {key: os.environ.setdefault(key, value) for key, value in RUNTIME_ENV_VARS.items()}
     address = address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {}
     if address:
-        kwargs["address"] = address
+        ctx = ray.init(address=address, runtime_env={"env_vars": env_vars})
     else:
-        # Ray Train frees the workers of a stopped trial after asking the State API whether its
-        # controller died; with several Ray instances on one machine that lookup fails unless
-        # the API server is named, so the dashboard gets a known port.
-        port = _free_port(8265)
         # nothing drains a local node: skip the preemption watcher actor each Train run starts
         env_vars[PREEMPTION_ENV_VAR] = os.environ.setdefault(PREEMPTION_ENV_VAR, "0")
-        env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-        os.environ["RAY_API_SERVER_ADDRESS"] = env_vars["RAY_API_SERVER_ADDRESS"]
-        kwargs.update(
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            dashboard_port=port,
-            num_cpus=num_cpus,
-            resources={DRIVER_RESOURCE: DRIVER_SLOTS},
-        )
-    ctx = ray.init(runtime_env={"env_vars": env_vars}, **kwargs)
+        ctx = _start_local(env_vars, num_cpus)
     url = dashboard_url(ctx)
     if url and not quiet:
         print(f"[msa] Ray dashboard: {url}", flush=True)
     return ctx
+
+
+def _start_local(env_vars: dict[str, str], num_cpus: int | None) -> Any:
+    """A new local cluster (``address="local"``: never one a ``ray start`` left running).
+
+    Ray Train frees the workers of a stopped trial after asking the State API whether its
+    controller died; with several Ray instances on one machine that lookup fails unless the API
+    server is named, so the dashboard gets a known port (a second try if it was taken meanwhile).
+    """
+    for attempt in range(2):
+        port = _free_port(8265 if attempt == 0 else 0)
+        env_vars["RAY_API_SERVER_ADDRESS"] = os.environ["RAY_API_SERVER_ADDRESS"] = (
+            f"http://127.0.0.1:{port}"
+        )
+        try:
+            return ray.init(
+                address="local",
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                dashboard_port=port,
+                num_cpus=num_cpus,
+                resources={DRIVER_RESOURCE: DRIVER_SLOTS},
+                runtime_env={"env_vars": env_vars},
+            )
+        except ValueError as exc:
+            if attempt or "already occupied" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 def _free_port(preferred: int) -> int:

@@ -231,7 +231,15 @@ def use_token_auth() -> None:
         )
     except ImportError:  # another Ray version: RAY_AUTH_MODE=token must be set by hand
         return
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    import logging
+
+    log = logging.getLogger(maybe_enable_token_auth_if_token_available.__module__)
+    level = log.level
+    log.setLevel(logging.ERROR)  # its warning speaks of starting a cluster, not of a client
+    try:
+        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        log.setLevel(level)
 
 
 def _client(address: str):
