@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -168,6 +169,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Run ``msa``; returns the exit status (2: bad config or arguments, 1: other failure)."""
     args = build_parser().parse_args(argv)
+    # every trial's per-epoch line matters: Ray's log deduplication would fold them together
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     from msa_model.data import DatasetError
 
     try:
