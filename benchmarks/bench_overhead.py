@@ -42,6 +42,7 @@ import pandas as pd
 import yaml
 
 from msa_model.data import write_synthetic_dataset
+from workflows.trials import read_table
 
 __all__ = ["ProcessTreeSampler", "experiment", "run_tune", "summarise", "run", "main"]
 
@@ -325,7 +326,7 @@ def _one(
     )
     lines = out.pop("lines")
     csv = results / exp["name"] / "trials.csv"
-    trials = summarise(pd.read_csv(csv), lines) if csv.is_file() else []
+    trials = summarise(read_table(csv), lines) if csv.is_file() else []
     overheads = [t["overhead"] for t in trials if t["overhead"] is not None]
     spans = [t["span_overhead"] for t in trials if t["span_overhead"] is not None]
     ray_up = _first(lines, r"Ray dashboard:|Started a local Ray instance")

@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         on_epoch=show,
     )
     best = max(history, key=lambda r: r["val_mr"])
-    summary = {"chance_mr": chance["mr"], "best_val_mr": best["val_mr"], "best_epoch": best["epoch"]}
+    summary = {
+        "chance_mr": chance["mr"],
+        "best_val_mr": best["val_mr"],
+        "best_epoch": best["epoch"],
+    }
     print(json.dumps(summary))
     return 0
 

@@ -23,6 +23,7 @@ __all__ = [
     "autocast",
     "make_grad_scaler",
     "train_step",
+    "train_epoch",
     "encode_images",
     "encode_captions",
     "evaluate",
@@ -130,6 +131,39 @@ def train_step(
     if scheduler is not None:
         scheduler.step()
     return {k: float(v.detach()) for k, v in parts.items()}
+
+
+def train_epoch(
+    model: nn.Module,
+    loss_fn: MSALoss,
+    loader: Iterable[dict],
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    amp: str = "none",
+    scaler: torch.amp.GradScaler | None = None,
+    grad_clip_norm: float | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> dict[str, float]:
+    """:func:`train_step` over every batch of ``loader``; the mean of each loss part."""
+    sums: dict[str, float] = {}
+    steps = 0
+    for batch in loader:
+        parts = train_step(
+            model,
+            loss_fn,
+            batch,
+            optimizer,
+            device=device,
+            amp=amp,
+            scaler=scaler,
+            grad_clip_norm=grad_clip_norm,
+            scheduler=scheduler,
+        )
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + value
+        steps += 1
+    return {key: value / max(1, steps) for key, value in sums.items()}
 
 
 @torch.no_grad()

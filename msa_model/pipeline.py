@@ -29,7 +29,7 @@ from msa_model.engine import (
     build_scheduler,
     evaluate,
     seed_everything,
-    train_step,
+    train_epoch,
 )
 from msa_model.losses import MSALoss
 from msa_model.model import MSAModel
@@ -139,21 +139,17 @@ def fit(
     history = []
     for epoch in range(epochs):
         start = time.perf_counter()
-        sums: dict[str, float] = {}
         loader = train_loader(splits["train"], data, store, batch_size, seed, epoch)
-        for batch in loader:
-            parts = train_step(
-                model,
-                loss_fn,
-                batch,
-                optimizer,
-                device=torch.device(device),
-                grad_clip_norm=optim.grad_clip_norm,
-                scheduler=scheduler,
-            )
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-        row = {"epoch": epoch + 1, **{f"train_{k}": v / len(loader) for k, v in sums.items()}}
+        parts = train_epoch(
+            model,
+            loss_fn,
+            loader,
+            optimizer,
+            device=torch.device(device),
+            grad_clip_norm=optim.grad_clip_norm,
+            scheduler=scheduler,
+        )
+        row = {"epoch": epoch + 1, **{f"train_{k}": v for k, v in parts.items()}}
         metrics = evaluate(
             model, val.loader(256), val.captions, val.caption_image, torch.device(device)
         )

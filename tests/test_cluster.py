@@ -18,7 +18,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from msa_model.config import ConfigError
@@ -32,6 +31,7 @@ from tests.cluster_utils import (
 )
 from tests.conftest import tiny_experiment, write_yaml
 from workflows.submit import DEFAULT_EXCLUDES, prepare_submission
+from workflows.trials import read_table
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -368,9 +368,9 @@ def test_submit_job_runs_trials_on_both_nodes(cluster: Cluster, synth_data: Path
     assert str(JobSubmissionClient(cluster.dashboard).get_job_status(job_id)).endswith("SUCCEEDED")
     out = work / "results" / "tiny-job"  # msa submit's default: <working dir>/results
     assert (out / "final" / "metrics.json").is_file()
-    trials = pd.read_csv(out / "trials.csv")
+    trials = read_table(out / "trials.csv")
     assert len(trials) == 2 and (trials["status"] == "TERMINATED").all()
-    history = pd.read_csv(out / "history.csv")
+    history = read_table(out / "history.csv")
     assert set(history["node_id"]) == {cluster.head_id, cluster.worker_id}
 
 
@@ -388,7 +388,7 @@ def test_plain_ray_job_submit(cluster: Cluster, synth_data: Path, tmp_path: Path
     )  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "succeeded" in proc.stdout + proc.stderr
-    trials = pd.read_csv(tmp_path / "out" / "plain" / "trials.csv")
+    trials = read_table(tmp_path / "out" / "plain" / "trials.csv")
     assert len(trials) == 1 and trials["status"].iloc[0] == "TERMINATED"
 
 
@@ -412,9 +412,9 @@ def test_killed_train_worker_resumes_from_checkpoint(cluster: Cluster, synth_dat
     text = finish(proc, log)
     resumed = re.findall(r"resumed from \S+ at epoch (\d+)", text)
     assert resumed and 1 <= int(resumed[0]) < LONG, text[-4000:]
-    trials = pd.read_csv(tmp_path / "results" / "ft" / "trials.csv")
+    trials = read_table(tmp_path / "results" / "ft" / "trials.csv")
     assert (trials["status"] == "TERMINATED").all() and (trials["epochs"] == LONG).all()
-    history = pd.read_csv(tmp_path / "results" / "ft" / "history.csv")
+    history = read_table(tmp_path / "results" / "ft" / "history.csv")
     assert set(history["epoch"]) == set(range(1, LONG + 1))
 
 
@@ -461,10 +461,10 @@ def test_resume_after_the_driver_is_killed(cluster: Cluster, synth_data, tmp_pat
     for trial_id in done:  # finished trials are kept, not run again
         assert checkpoints(runs / f"res-{trial_id}") == before[trial_id]
         assert f"res-{trial_id}/" not in "".join(re.findall(r"resumed from \S+", text))
-    trials = pd.read_csv(out / "trials.csv")
+    trials = read_table(out / "trials.csv")
     assert len(trials) == 2 and (trials["status"] == "TERMINATED").all()
     assert (trials["epochs"] == LONG).all()
-    history = pd.read_csv(out / "history.csv")
+    history = read_table(out / "history.csv")
     for trial_id in trials["trial_id"]:
         assert set(history.loc[history["trial_id"] == trial_id, "epoch"]) == set(range(1, LONG + 1))
     assert (out / "final" / "metrics.json").is_file()
@@ -501,12 +501,12 @@ def test_search_survives_losing_a_node(cluster: Cluster, synth_data, tmp_path) -
         raise
     text = finish(proc, log)
     assert [n["node_id"] for n in alive_nodes(cluster.dashboard)] == [cluster.head_id]
-    trials = pd.read_csv(tmp_path / "results" / "nl" / "trials.csv")
+    trials = read_table(tmp_path / "results" / "nl" / "trials.csv")
     assert len(trials) == 2 and (trials["status"] == "TERMINATED").all(), trials.to_string()
     assert (trials["epochs"] == LONG).all()
     # the trial of the lost node went on from its checkpoint, on the head
     assert re.search(rf"resumed from \S*/nl-{moved}/checkpoint_\S+ at epoch \d+", text), text
-    history = pd.read_csv(tmp_path / "results" / "nl" / "history.csv")
+    history = read_table(tmp_path / "results" / "nl" / "history.csv")
     mine = history[history["trial_id"] == moved].sort_values("epoch")
     assert set(mine["epoch"]) == set(range(1, LONG + 1))
     assert mine["node_id"].iloc[0] == worker_id

@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
 from tests.conftest import tiny_experiment, write_yaml
+from workflows.trials import read_table
 
 pytestmark = pytest.mark.ray
 KEYS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr"]
@@ -68,7 +68,7 @@ def test_tune_writes_consistent_results(tuned: Path) -> None:
         "final/params.png",
     ):
         assert (out / name).is_file(), name
-    trials = pd.read_csv(out / "trials.csv")
+    trials = read_table(out / "trials.csv")
     assert len(trials) == 3 and trials["trial_id"].is_unique
     failed = trials["param.model.image.num_scales"] == 9
     assert failed.any() and (~failed).any(), "the seeded search must hit both choices"
@@ -77,7 +77,7 @@ def test_tune_writes_consistent_results(tuned: Path) -> None:
     assert (trials.loc[~failed, "status"] == "TERMINATED").all()
     assert (trials.loc[~failed, "epochs"] == 2).all()
     # the first trial is the experiment's own values (the paper settings)
-    history = pd.read_csv(out / "history.csv")
+    history = read_table(out / "history.csv")
     first = json.loads(trials.loc[trials["param.loss.lambda_mscma"] == 15.0, "params"].iloc[0])
     assert first == {"loss.lambda_mscma": 15.0, "model.image.num_scales": 1}
 
@@ -115,10 +115,10 @@ def test_export_then_train_reproduces_trial(tuned: Path) -> None:
     proc = msa("train", "again.yaml", "--num-cpus", "2", cwd=tuned)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "epoch 2/2" in proc.stdout + proc.stderr
-    trials = pd.read_csv(out / "trials.csv")
-    history = pd.read_csv(out / "history.csv")
+    trials = read_table(out / "trials.csv")
+    history = read_table(out / "history.csv")
     trial = history[history["trial_id"] == trials.iloc[0]["trial_id"]].sort_values("epoch")
-    rerun = pd.read_csv(tuned / "results" / "tiny_best" / "history.csv").sort_values("epoch")
+    rerun = read_table(tuned / "results" / "tiny_best" / "history.csv").sort_values("epoch")
     assert list(rerun["epoch"]) == list(trial["epoch"])
     for key in ["train_loss", *[f"val_{k}" for k in KEYS]]:
         assert rerun[key].to_numpy() == pytest.approx(trial[key].to_numpy(), abs=1e-4), key
@@ -166,7 +166,7 @@ def test_two_worker_ddp_run_evaluates_like_one_process(synth_data: Path, tmp_pat
     write_yaml(tmp_path / "ddp.yaml", exp)
     proc = msa("train", "ddp.yaml", "--num-cpus", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    history = pd.read_csv(tmp_path / "results" / "ddp" / "history.csv")
+    history = read_table(tmp_path / "results" / "ddp" / "history.csv")
     proc = msa("evaluate", "results/ddp", "--split", "val", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     printed = dict(line.split() for line in proc.stdout.strip().splitlines())
@@ -196,6 +196,6 @@ def test_final_retrain_on_train_plus_val(synth_data: Path, tmp_path: Path) -> No
     assert "/final/final-retrain/" in final["checkpoint"]
     meta = json.loads((Path(final["checkpoint"]) / "meta.json").read_text())
     assert "val_mr" not in meta["metrics"]  # no validation while training on train+val
-    trial = pd.read_csv(out / "trials.csv").iloc[0]
+    trial = read_table(out / "trials.csv").iloc[0]
     assert final["val"]["mr"] == pytest.approx(trial["best_val_mr"])
     assert set(KEYS) <= set(final["test"])

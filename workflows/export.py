@@ -11,6 +11,7 @@ import pandas as pd
 from msa_model.config import ConfigError, load_yaml
 from workflows.dotted import with_values
 from workflows.experiment import dump_experiment, parse_experiment
+from workflows.trials import read_table
 
 __all__ = ["trial_config", "export_best"]
 
@@ -38,7 +39,7 @@ def export_best(results_dir: Path, top: int = 1, out: Path | None = None) -> lis
         raise ConfigError(f"--top must be >= 1, got {top}")
     experiment = load_yaml(results_dir / "experiment.yaml")
     metric = (experiment.get("search") or {}).get("metric", "val_mr")
-    table = pd.read_csv(table_path)
+    table = read_table(table_path)
     ranked = table[table.get(f"best_{metric}", pd.Series(dtype=float)).notna()].head(top)
     if ranked.empty:
         raise ValueError(f"{table_path}: no trial reported {metric}; nothing to export")

@@ -15,7 +15,7 @@ from workflows.export import trial_config
 from workflows.report import write_report
 from workflows.space import Distribution, config_point
 from workflows.trainer import absolute_data_paths, make_trainer
-from workflows.trials import best_row
+from workflows.trials import best_row, read_table
 
 __all__ = ["evaluate_checkpoint", "run_final"]
 
@@ -45,8 +45,8 @@ def run_final(
     """
     assert exp.search is not None
     metric = exp.search.metric
-    table = pd.read_csv(out / "trials.csv")
-    history = pd.read_csv(out / "history.csv")
+    table = read_table(out / "trials.csv")
+    history = read_table(out / "history.csv")
     best = best_row(table, metric)
     params = json.loads(best["params"])
     best_exp = parse_experiment(trial_config(exp.to_dict(), params, f"{exp.name}_best"))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["TrialRecord", "trials_table", "history_table", "best_row"]
+__all__ = ["TrialRecord", "trials_table", "history_table", "best_row", "read_table"]
 
 
 @dataclass
@@ -76,3 +77,11 @@ def best_row(table: pd.DataFrame, metric: str) -> pd.Series:
     if key not in table or table[key].notna().sum() == 0:
         raise ValueError(f"no trial reported {metric}; see the error column of trials.csv")
     return table[table[key].notna()].iloc[0]
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read ``trials.csv`` or ``history.csv`` keeping trial ids as text.
+
+    Tune's ids are hex strings, and pandas would read one like ``1234e567`` as a float.
+    """
+    return pd.read_csv(path, dtype={"trial_id": str})

@@ -21,7 +21,7 @@ from msa_model.engine import (
     encode_images,
     make_grad_scaler,
     seed_everything,
-    train_step,
+    train_epoch,
     unwrap,
 )
 from msa_model.losses import MSALoss
@@ -151,25 +151,21 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             rank,
             world,
         )
-        sums: dict[str, float] = {}
-        for batch in loader:
-            parts = train_step(
-                model,
-                loss_fn,
-                batch,
-                optimizer,
-                device=device,
-                amp=exp.optim.amp,
-                scaler=scaler,
-                grad_clip_norm=exp.optim.grad_clip_norm,
-                scheduler=scheduler,
-            )
-            for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + value
+        parts = train_epoch(
+            model,
+            loss_fn,
+            loader,
+            optimizer,
+            device=device,
+            amp=exp.optim.amp,
+            scaler=scaler,
+            grad_clip_norm=exp.optim.grad_clip_norm,
+            scheduler=scheduler,
+        )
         train_time = time.perf_counter() - began
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
-            **{f"train_{k}": v / max(1, len(loader)) for k, v in sums.items()},
+            **{f"train_{k}": v for k, v in parts.items()},
             "lr": optimizer.param_groups[0]["lr"],
             "train_time_s": train_time,
         }
