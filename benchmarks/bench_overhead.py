@@ -2,9 +2,9 @@
 
 A small version of the demo search (``search_spaces/demo.yaml``: its model, ASHA and Optuna, on
 a small synthetic dataset with fewer epochs and trials) runs as ``msa tune --no-final`` in a
-subprocess with its own local Ray cluster, twice: once with Ray Train's default controller
-polling interval (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=2``) and once with the project's 0.2 s
-(:data:`workflows.cluster.RUNTIME_ENV_VARS`). For each run:
+subprocess with its own local Ray cluster, twice: once with every trial training through a Ray
+Train TorchTrainer (``train.trial_launcher: torch_trainer``, the baseline) and once with the
+default ``auto``, where a one-worker trial trains in its own Tune process. For each run:
 
 * per trial, from ``trials.csv``: ``train_s`` (the sum of the epochs' ``epoch_time_s``, training
   plus validation) against ``time_s`` (Tune's ``time_total_s``, from the trial's start to its
@@ -49,7 +49,6 @@ __all__ = ["ProcessTreeSampler", "experiment", "run_tune", "summarise", "run", "
 ROOT = Path(__file__).resolve().parents[1]
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
-RAY_DEFAULT_INTERVAL = "2"  # Ray Train's DEFAULT_HEALTH_CHECK_INTERVAL_S
 _UNKNOWN = ("IDLE", "?")  # roles a process can leave: Ray's idle workers, exiting processes
 # the processes Ray starts for every trial (Tune's function actor and queue, Train's controller
 # and its helper actors, the Train worker)
@@ -316,14 +315,13 @@ def summarise(trials: pd.DataFrame, lines: list[tuple[float, str]]) -> list[dict
 
 
 def _one(
-    exp: dict[str, Any], work: Path, label: str, interval: str, num_cpus: int, timeout: float
+    exp: dict[str, Any], work: Path, launcher: str, num_cpus: int, timeout: float
 ) -> dict[str, Any]:
-    config = work / f"{label}.yaml"
+    exp = {**exp, "train": {**exp["train"], "trial_launcher": launcher}}
+    config = work / f"{launcher}.yaml"
     config.write_text(yaml.safe_dump(exp, sort_keys=False))
-    results = work / f"results_{label}"
-    out = run_tune(
-        config, results, {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": interval}, num_cpus, timeout
-    )
+    results = work / f"results_{launcher}"
+    out = run_tune(config, results, {}, num_cpus, timeout)
     lines = out.pop("lines")
     csv = results / exp["name"] / "trials.csv"
     trials = summarise(read_table(csv), lines) if csv.is_file() else []
@@ -334,8 +332,7 @@ def _one(
     train_cpu = sum(t["train_s"] for t in trials)  # one torch thread per worker (demo config)
     tune_done = _first(lines, r"\[msa\] \d+ trials")
     row = {
-        "setting": label,
-        "health_check_interval_s": float(interval),
+        "setting": launcher,
         **out,
         "trials": trials,
         "overhead_mean": statistics.fmean(overheads) if overheads else None,
@@ -361,20 +358,20 @@ def _one(
 
 
 def run(quick: bool = False, num_cpus: int | None = None, timeout: float = 300) -> dict[str, Any]:
-    """Both settings (``quick``: one tiny trial, the project's setting only) as rows and checks."""
+    """Both launchers (``quick``: one tiny trial, the default only) as rows and checks."""
     from benchmarks.runner import Check
 
     num_cpus = num_cpus or os.cpu_count() or 1
     if quick:
         sizes = {"epochs": 1, "samples": 1, "images": 60, "image_size": 32}
-        settings = [("msa_0.2s", "0.2")]
+        settings = ["auto"]
     else:
         sizes = {"epochs": 3, "samples": 2, "images": 300, "image_size": 64}
-        settings = [("ray_default_2s", RAY_DEFAULT_INTERVAL), ("msa_0.2s", "0.2")]
+        settings = ["torch_trainer", "auto"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         exp = experiment(work / "data", "overhead", **sizes)
-        rows = [_one(exp, work, label, interval, num_cpus, timeout) for label, interval in settings]
+        rows = [_one(exp, work, launcher, num_cpus, timeout) for launcher in settings]
     checks = []
     target = None if quick else "<= 0.15"
     for r in rows:
@@ -390,7 +387,7 @@ def run(quick: bool = False, num_cpus: int | None = None, timeout: float = 300) 
                 f"{r['setting']}: trial overhead, mean of {n} (max {100 * r['overhead_max']:.0f}%)",
                 r["overhead_mean"],
                 "%",
-                target=target if r["setting"] == settings[-1][0] else None,
+                target=target if r["setting"] == settings[-1] else None,
             )
         )
     now = rows[-1]
@@ -399,7 +396,7 @@ def run(quick: bool = False, num_cpus: int | None = None, timeout: float = 300) 
         checks.append(
             Check(
                 "overhead",
-                "trial time_s mean: 0.2 s vs 2 s polling",
+                "trial time_s mean: in the trial vs TorchTrainer",
                 now["trial_time_s_mean"],
                 "s",
                 before["trial_time_s_mean"],
@@ -409,7 +406,7 @@ def run(quick: bool = False, num_cpus: int | None = None, timeout: float = 300) 
         checks.append(
             Check(
                 "overhead",
-                "tune run wall: 0.2 s vs 2 s polling",
+                "tune run wall: in the trial vs TorchTrainer",
                 now["wall_s"],
                 "s",
                 before["wall_s"],

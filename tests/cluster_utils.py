@@ -261,13 +261,17 @@ def alive_nodes(dashboard_url: str) -> list[dict[str, Any]]:
     ]
 
 
-def alive_train_workers(dashboard_url: str) -> list[Any]:
-    """ALIVE Ray Train worker actors of the cluster (pid and node_id)."""
+TRAIN_WORKER = "RayTrainWorker"  # a TorchTrainer's worker actor
+TUNE_TRIAL = "ImplicitFunc"  # a Tune function trial's actor (trains itself when in-trial)
+
+
+def alive_actors(dashboard_url: str, class_name: str = TRAIN_WORKER) -> list[Any]:
+    """ALIVE actors of a class on the cluster (pid and node_id)."""
     from ray.util.state import list_actors
 
     use_token_auth()
     return list_actors(
         address=dashboard_url,
-        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+        filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")],
         raise_on_missing_output=False,
     )

@@ -1,5 +1,5 @@
 """Real Ray clusters on this machine: job submission to two nodes, resume after the driver dies,
-a killed Train worker, a node lost mid-search, and the security defaults.
+a killed Train worker or trial process, a node lost mid-search, and the security defaults.
 
 The clusters are `ray start --block` processes the tests start with their own temp dirs and free
 ports (tests/cluster_utils.py) and kill by pid at the end; `ray stop` is never called.
@@ -23,8 +23,10 @@ import pytest
 from msa_model.config import ConfigError
 from tests.cluster_utils import (
     RAY,
+    TRAIN_WORKER,
+    TUNE_TRIAL,
+    alive_actors,
     alive_nodes,
-    alive_train_workers,
     node_env,
     start_node,
     wait_for,
@@ -70,8 +72,12 @@ class Cluster:
         return nodes if len(nodes) == 2 else None
 
     def no_train_workers(self, timeout: float = 60) -> None:
-        """Wait until no Train worker is alive (a previous run's actors are gone)."""
-        wait_for(lambda: not alive_train_workers(self.dashboard), timeout, "idle cluster")
+        """Wait until no Train worker or trial is alive (a previous run's actors are gone)."""
+
+        def idle() -> bool:
+            return not any(alive_actors(self.dashboard, c) for c in (TRAIN_WORKER, TUNE_TRIAL))
+
+        wait_for(idle, timeout, "idle cluster")
 
     def stop(self) -> None:
         for node in (self.worker, self.head):
@@ -130,7 +136,9 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float = 400) -> str:
     return text
 
 
-def search_experiment(data: Path, name: str, epochs: int, samples: int, **search) -> dict:
+def search_experiment(
+    data: Path, name: str, epochs: int, samples: int, launcher: str = "auto", **search
+) -> dict:
     exp = tiny_experiment(
         data,
         name=name,
@@ -143,7 +151,7 @@ def search_experiment(data: Path, name: str, epochs: int, samples: int, **search
         },
         final={"enabled": True},
     )
-    exp["train"].update(epochs=epochs, max_failures=1)
+    exp["train"].update(epochs=epochs, max_failures=1, trial_launcher=launcher)
     return exp
 
 
@@ -395,35 +403,83 @@ def test_plain_ray_job_submit(cluster: Cluster, synth_data: Path, tmp_path: Path
 def test_killed_train_worker_resumes_from_checkpoint(cluster: Cluster, synth_data, tmp_path):
     cluster.two_nodes()
     cluster.no_train_workers()
-    write_yaml(tmp_path / "ft.yaml", search_experiment(synth_data, "ft", epochs=LONG, samples=1))
+    exp = search_experiment(synth_data, "ft", epochs=LONG, samples=1, launcher="torch_trainer")
+    write_yaml(tmp_path / "ft.yaml", exp)
     log = tmp_path / "ft.log"
     proc = start_msa("tune", "ft.yaml", "--address", cluster.address, cwd=tmp_path, log=log)
     try:
         run_dir = tmp_path / "results" / "ft" / "ray" / "trials"
-        workers = wait_for(
-            lambda: alive_train_workers(cluster.dashboard), 180, "the trial's Train worker"
-        )
+        workers = wait_for(lambda: alive_actors(cluster.dashboard), 180, "the trial's Train worker")
         pid = workers[0].pid
         wait_for(lambda: any(registered(d) for d in run_dir.glob("*")), 120, "a checkpoint", 0.05)
         os.kill(pid, signal.SIGKILL)  # a process of our own cluster
     except BaseException:
         proc.kill()
         raise
+    _assert_resumed_and_complete(finish(proc, log), tmp_path / "results" / "ft")
+
+
+def test_killed_trial_process_resumes_from_checkpoint(cluster: Cluster, synth_data, tmp_path):
+    """A one-worker trial trains in its Tune process; Tune restarts it from its checkpoint."""
+    cluster.no_train_workers()
+    write_yaml(tmp_path / "it.yaml", search_experiment(synth_data, "it", epochs=LONG, samples=1))
+    log = tmp_path / "it.log"
+    proc = start_msa("tune", "it.yaml", "--address", cluster.address, cwd=tmp_path, log=log)
+    try:
+        tune_dir = tmp_path / "results" / "it" / "ray" / "tune"
+        trials = wait_for(
+            lambda: alive_actors(cluster.dashboard, TUNE_TRIAL), 180, "the trial's process"
+        )
+        # Tune's report blocks until the driver takes the result: with a second checkpoint on
+        # disk, the first is registered
+        wait_for(
+            lambda: any(len(checkpoints(d)) >= 2 for d in tune_dir.glob("it_*")),
+            120,
+            "two checkpoints",
+            0.05,
+        )
+        os.kill(trials[0].pid, signal.SIGKILL)  # a process of our own cluster
+    except BaseException:
+        proc.kill()
+        raise
     text = finish(proc, log)
+    assert not (tmp_path / "results" / "it" / "ray" / "trials").exists()  # no TorchTrainer
+    _assert_resumed_and_complete(text, tmp_path / "results" / "it")
+
+
+def _assert_resumed_and_complete(text: str, out: Path) -> None:
     resumed = re.findall(r"resumed from \S+ at epoch (\d+)", text)
     assert resumed and 1 <= int(resumed[0]) < LONG, text[-4000:]
-    trials = read_table(tmp_path / "results" / "ft" / "trials.csv")
+    trials = read_table(out / "trials.csv")
     assert (trials["status"] == "TERMINATED").all() and (trials["epochs"] == LONG).all()
-    history = read_table(tmp_path / "results" / "ft" / "history.csv")
+    history = read_table(out / "history.csv")
     assert set(history["epoch"]) == set(range(1, LONG + 1))
 
 
-def test_resume_after_the_driver_is_killed(cluster: Cluster, synth_data, tmp_path) -> None:
+@pytest.mark.parametrize("launcher", ["torch_trainer", "auto"])
+def test_resume_after_the_driver_is_killed(
+    cluster: Cluster, synth_data, tmp_path, launcher: str
+) -> None:
     cluster.no_train_workers()
-    exp = search_experiment(synth_data, "res", LONG, samples=2, max_concurrent_trials=1)
+    exp = search_experiment(synth_data, "res", LONG, 2, launcher, max_concurrent_trials=1)
     write_yaml(tmp_path / "res.yaml", exp)
     out = tmp_path / "results" / "res"
-    tune_dir, runs = out / "ray" / "tune", out / "ray" / "trials"
+    tune_dir = out / "ray" / "tune"
+    if launcher == "auto":  # Tune's trial folders hold the checkpoints
+
+        def run_dir(trial_id: str) -> Path:
+            return tune_dir / f"res_{trial_id}"
+
+        def checkpointed(trial_id: str) -> bool:  # see the killed-trial test
+            return len(checkpoints(run_dir(trial_id))) >= 2
+    else:  # each trial's Train run
+
+        def run_dir(trial_id: str) -> Path:
+            return out / "ray" / "trials" / f"res-{trial_id}"
+
+        def checkpointed(trial_id: str) -> bool:
+            return registered(run_dir(trial_id)) > 0
+
     log = tmp_path / "first.log"
     proc = start_msa(
         "tune",
@@ -438,7 +494,7 @@ def test_resume_after_the_driver_is_killed(cluster: Cluster, synth_data, tmp_pat
     def one_done_one_checkpointed():
         states = trial_states(tune_dir)
         done = [t for t, s in states.items() if s == "TERMINATED"]
-        running = [t for t, s in states.items() if s == "RUNNING" and registered(runs / f"res-{t}")]
+        running = [t for t, s in states.items() if s == "RUNNING" and checkpointed(t)]
         return (done, running) if done and running else None
 
     try:
@@ -449,18 +505,18 @@ def test_resume_after_the_driver_is_killed(cluster: Cluster, synth_data, tmp_pat
         if proc.poll() is None:
             proc.kill()
     cluster.no_train_workers()  # Ray ends the dead driver's actors
-    before = {t: checkpoints(runs / f"res-{t}") for t in done}
+    before = {t: checkpoints(run_dir(t)) for t in done}
     assert not (out / "trials.csv").exists()
 
     proc = run_msa("tune", "res.yaml", "--resume", "--address", cluster.address, cwd=tmp_path)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-5000:]
-    resumed = dict(re.findall(r"resumed from \S*/res-(\w+)/checkpoint_\S+ at epoch (\d+)", text))
+    resumed = dict(re.findall(r"resumed from \S*/res[-_](\w+)/checkpoint_\S+ at epoch (\d+)", text))
     assert set(running) <= set(resumed), (running, resumed, text[-4000:])
     assert all(1 <= int(resumed[t]) < LONG for t in running)
     for trial_id in done:  # finished trials are kept, not run again
-        assert checkpoints(runs / f"res-{trial_id}") == before[trial_id]
-        assert f"res-{trial_id}/" not in "".join(re.findall(r"resumed from \S+", text))
+        assert checkpoints(run_dir(trial_id)) == before[trial_id]
+        assert trial_id not in resumed
     trials = read_table(out / "trials.csv")
     assert len(trials) == 2 and (trials["status"] == "TERMINATED").all()
     assert (trials["epochs"] == LONG).all()
@@ -474,7 +530,8 @@ def test_search_survives_losing_a_node(cluster: Cluster, synth_data, tmp_path) -
     worker = cluster.two_nodes()
     cluster.no_train_workers()
     worker_id = cluster.worker_id
-    write_yaml(tmp_path / "nl.yaml", search_experiment(synth_data, "nl", epochs=LONG, samples=2))
+    exp = search_experiment(synth_data, "nl", LONG, samples=2, launcher="torch_trainer")
+    write_yaml(tmp_path / "nl.yaml", exp)
     log = tmp_path / "nl.log"
     runs = tmp_path / "results" / "nl" / "ray" / "trials"
     proc = start_msa("tune", "nl.yaml", "--address", cluster.address, cwd=tmp_path, log=log)

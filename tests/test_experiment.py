@@ -78,6 +78,14 @@ def test_paper_settings_in_rsitmd() -> None:
             {"name": "x", "search": {"space": {"search.num_samples": {"choice": [1]}}}},
             "cannot be searched",
         ),
+        (
+            {"name": "x", "search": {"space": {"train.num_workers": {"choice": [1, 2]}}}},
+            "search.space.train.num_workers: cannot be searched, every trial gets the same",
+        ),
+        (
+            {"name": "x", "train": {"trial_launcher": "inline"}},
+            "train.trial_launcher",
+        ),
     ],
 )
 def test_bad_experiments_name_file_and_key(tmp_path: Path, data: dict, message: str) -> None:

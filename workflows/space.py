@@ -33,6 +33,14 @@ ARITY = {
     "qrandint": 3,
 }
 FORBIDDEN_PREFIXES = ("name", "search", "final", "data.json", "data.images")
+# Tune reserves each trial's resources (and picks how it trains) before the search starts
+TRIAL_SHAPE_KEYS = (
+    "train.num_workers",
+    "train.use_gpu",
+    "train.cpus_per_worker",
+    "train.gpus_per_worker",
+    "train.trial_launcher",
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,11 @@ def parse_space(
     for key, spec in space.items():
         if not isinstance(key, str) or key.startswith(FORBIDDEN_PREFIXES):
             raise ConfigError(f"search.space.{key}: this key cannot be searched")
+        if key in TRIAL_SHAPE_KEYS:
+            raise ConfigError(
+                f"search.space.{key}: cannot be searched, every trial gets the same resources; "
+                f"set it in the `train` section"
+            )
         try:
             current = get_dotted(base, key)
         except KeyError:

@@ -9,11 +9,13 @@ from typing import Any
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from workflows.experiment import Experiment
+from workflows.experiment import Experiment, parse_experiment
 
 __all__ = [
     "make_trainer",
+    "loop_config",
     "run_worker",
+    "run_in_trial",
     "scaling_config",
     "storage_root",
     "absolute_data_paths",
@@ -69,6 +71,27 @@ def run_worker(loop_config: dict[str, Any]) -> None:
     train_loop(loop_config)
 
 
+def run_in_trial(loop_config: dict[str, Any]) -> None:
+    """A one-worker run inside a Tune trial's own process (``train.trial_launcher: auto``).
+
+    The same loop as a Train worker's, reporting and checkpointing through Tune: no Train
+    controller, placement group or worker actor is started for the trial.
+    """
+    from workflows.session import tune_session
+    from workflows.worker import train_loop
+
+    exp = parse_experiment(loop_config["experiment"], source="train_loop_config")
+    train_loop(loop_config, tune_session(exp.train.use_gpu))
+
+
+def loop_config(exp: Experiment, train_on_val: bool = False) -> dict[str, Any]:
+    """The training loop's argument: the experiment (data paths made absolute) and the mode."""
+    return {
+        "experiment": absolute_data_paths(exp.to_dict(with_search=False)),
+        "train_on_val": train_on_val,
+    }
+
+
 def make_trainer(
     exp: Experiment,
     *,
@@ -87,10 +110,7 @@ def make_trainer(
     score = None if train_on_val else metric
     return TorchTrainer(
         run_worker,
-        train_loop_config={
-            "experiment": absolute_data_paths(exp.to_dict(with_search=False)),
-            "train_on_val": train_on_val,
-        },
+        train_loop_config=loop_config(exp, train_on_val),
         scaling_config=scaling_config(exp),
         run_config=RunConfig(
             name=run_name,

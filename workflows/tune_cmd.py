@@ -24,23 +24,46 @@ from workflows.export import export_best
 from workflows.final import run_final
 from workflows.space import config_point, parse_space, to_tune
 from workflows.tensorboard import TuneTensorBoard
-from workflows.trainer import absolute_data_paths, make_trainer, storage_root
+from workflows.trainer import (
+    absolute_data_paths,
+    loop_config,
+    make_trainer,
+    run_in_trial,
+    storage_root,
+)
 from workflows.trials import TrialRecord, history_table, trials_table
 
-__all__ = ["run_tune", "make_driver", "concurrent_trials", "collect_records", "error_summary"]
+__all__ = [
+    "run_tune",
+    "make_driver",
+    "trains_in_trial",
+    "concurrent_trials",
+    "collect_records",
+    "error_summary",
+]
 
 TUNE_DIR = "tune"
 
 
-def make_driver(name: str, base: dict[str, Any], storage_path: str, metric: str, mode: str):
-    """The Tune trainable: builds one trial's TorchTrainer from its params and runs it.
+def trains_in_trial(exp: Experiment) -> bool:
+    """Whether each trial trains in its own process instead of through a TorchTrainer."""
+    return exp.train.trial_launcher == "auto" and exp.train.num_workers == 1
 
-    The Train run is named after the trial id, so a restored trial resumes from its checkpoint.
-    The function carries the experiment's name, so trials show under it in the dashboard.
+
+def make_driver(name: str, base: dict[str, Any], storage_path: str, metric: str, mode: str):
+    """The Tune trainable: one trial's training run from its params.
+
+    One worker (``trains_in_trial``): the loop runs right here, reporting to Tune. Otherwise it
+    builds a TorchTrainer whose Train run is named after the trial id, so a restored trial
+    resumes from its checkpoint. The function carries the experiment's name, so trials show
+    under it in the dashboard.
     """
 
     def driver(params: dict[str, Any]) -> None:
         exp = parse_experiment(with_values(base, params), source="trial config")
+        if trains_in_trial(exp):
+            run_in_trial(loop_config(exp))
+            return
         trial_id = tune.get_context().get_trial_id()
         trainer = make_trainer(
             exp,
@@ -77,6 +100,17 @@ def concurrent_trials(
     return max(1, min(fit, limit, exp.search.num_samples))
 
 
+def trial_retries(exp: Experiment, in_trial: bool) -> int:
+    """Tune's restarts of a failed trial (-1: unlimited).
+
+    ``search.max_trial_failures``; a trial that trains in its own process also gets the
+    ``train.max_failures`` restarts from its last checkpoint that a TorchTrainer would make.
+    """
+    assert exp.search is not None
+    counts = [exp.search.max_trial_failures] + ([exp.train.max_failures] if in_trial else [])
+    return -1 if -1 in counts else sum(counts)
+
+
 def error_summary(error: BaseException) -> str:
     """The root cause of a trial's error in one line (Ray wraps it in several layers)."""
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
@@ -106,6 +140,19 @@ def _with_earlier_epochs(history: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([earlier, history], ignore_index=True)
 
 
+def _tune_checkpoint_paths(history: pd.DataFrame, trial_path: str) -> pd.DataFrame:
+    """``checkpoint_path`` of epochs checkpointed through Tune (a trial that trains itself).
+
+    TorchTrainer runs report it (TuneReportCallback); Tune's own checkpoints are named by
+    ``checkpoint_dir_name`` inside the trial's folder.
+    """
+    if "checkpoint_path" in history or "checkpoint_dir_name" not in history:
+        return history
+    names = history["checkpoint_dir_name"]
+    paths = names.map(lambda n: f"{trial_path}/{n}" if isinstance(n, str) and n else None)
+    return history.assign(checkpoint_path=paths)
+
+
 def collect_records(results: tune.ResultGrid) -> list[TrialRecord]:
     """TrialRecords from a ResultGrid (params as dotted keys, per-epoch histories)."""
     records = []
@@ -113,9 +160,8 @@ def collect_records(results: tune.ResultGrid) -> list[TrialRecord]:
         history = result.metrics_dataframe
         if history is None:
             history = pd.DataFrame()
-        history = _with_earlier_epochs(
-            history[[c for c in history.columns if not c.startswith("config/")]]
-        )
+        history = history[[c for c in history.columns if not c.startswith("config/")]]
+        history = _with_earlier_epochs(_tune_checkpoint_paths(history, result.path))
         error = result.error
         records.append(
             TrialRecord(
@@ -173,9 +219,15 @@ def run_tune(
     search = exp.search
     base = absolute_data_paths(exp.to_dict(with_search=False))
     dists = parse_space(search.space, base, lambda raw: parse_experiment(raw))
+    in_trial = trains_in_trial(exp)
+    if in_trial:  # the trial process trains: it holds the worker's resources itself
+        resources = {"CPU": exp.train.cpus_per_worker}
+        if exp.train.use_gpu:
+            resources["GPU"] = exp.train.gpus_per_worker
+    else:  # a Train driver: the TorchTrainer's workers hold the resources
+        resources = driver_resources()
     driver = tune.with_resources(
-        make_driver(exp.name, base, f"{root}/trials", search.metric, search.mode),
-        driver_resources(),
+        make_driver(exp.name, base, f"{root}/trials", search.metric, search.mode), resources
     )
     start = [config_point(dists, base)] if search.searcher.start_with_config and dists else None
     if search.searcher.type == "optuna" and dists:
@@ -202,7 +254,14 @@ def run_tune(
         name=TUNE_DIR,
         storage_path=root,
         callbacks=callbacks,
-        failure_config=tune.FailureConfig(max_failures=search.max_trial_failures),
+        # trials that train in their own process checkpoint through Tune (TorchTrainer runs
+        # keep their own checkpoints, as make_trainer configures them)
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=exp.train.checkpoint_num_to_keep,
+            checkpoint_score_attribute=search.metric,
+            checkpoint_score_order=search.mode,
+        ),
+        failure_config=tune.FailureConfig(max_failures=trial_retries(exp, in_trial)),
         verbose=1,
     )
     if resume:
@@ -227,7 +286,7 @@ def run_tune(
                 trial_name_creator=lambda trial: f"{exp.name}_{trial.trial_id}",
                 trial_dirname_creator=lambda trial: f"{exp.name}_{trial.trial_id}",
                 max_concurrent_trials=concurrent_trials(
-                    exp, ray.cluster_resources(), driver_resources()
+                    exp, ray.cluster_resources(), None if in_trial else resources
                 ),
             ),
             run_config=run_config,

@@ -7,8 +7,7 @@ import tempfile
 import time
 from typing import Any
 
-import ray.train
-import ray.train.torch
+import ray
 import torch
 import torch.distributed as dist
 
@@ -29,6 +28,7 @@ from msa_model.metrics import retrieval_metrics
 from msa_model.model import MSAModel
 from msa_model.pipeline import EvalSet, build_model, eval_set, load_splits, train_loader
 from workflows.experiment import Experiment, parse_experiment
+from workflows.session import LoopSession, train_session
 
 __all__ = ["train_loop", "distributed_evaluate", "checkpoint_meta"]
 
@@ -92,18 +92,18 @@ def checkpoint_meta(
     }
 
 
-def train_loop(loop_config: dict[str, Any]) -> None:
+def train_loop(loop_config: dict[str, Any], session: LoopSession | None = None) -> None:
     """Per-worker training: resume, train, validate each epoch, report and checkpoint.
 
     ``loop_config`` holds ``experiment`` (a plain experiment mapping) and ``train_on_val``
     (train on train+val without validation: the final retraining of a best config).
+    ``session`` is where it runs (default: a Ray Train worker).
     """
     exp = parse_experiment(loop_config["experiment"], source="train_loop_config")
     train_on_val = bool(loop_config.get("train_on_val", False))
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    session = session or train_session()
+    rank, world, device = session.rank, session.world_size, session.device
     torch.set_num_threads(exp.train.torch_threads or max(1, int(exp.train.cpus_per_worker)))
-    device = ray.train.torch.get_device()
 
     seed_everything(exp.train.seed)
     splits = load_splits(exp.data, train_on_val=train_on_val)
@@ -121,7 +121,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
     start_epoch = 0
     history: list[dict[str, Any]] = []
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.checkpoint
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             model_state, optim_state, _ = load_checkpoint_state(ckpt_dir)
@@ -134,7 +134,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             _say(f"[msa] resumed from {checkpoint.path} at epoch {start_epoch}")
 
-    model = ray.train.torch.prepare_model(
+    model = session.prepare_model(
         model, parallel_strategy_kwargs={"find_unused_parameters": not loss_fn.needs_scores}
     )
     val = eval_set(splits["val"], exp.data, store) if splits["val"] else None
@@ -183,7 +183,6 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             )
             _say(f"[msa] {exp.name} epoch {epoch + 1}/{exp.train.epochs}  {shown}")
         with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
             if rank == 0:
                 inner = unwrap(model)
                 save_checkpoint(
@@ -198,5 +197,4 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                         "epoch": epoch + 1,
                     },
                 )
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+            session.report(metrics, tmp if rank == 0 else None)

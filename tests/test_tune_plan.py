@@ -1,0 +1,57 @@
+"""How `msa tune` lays out its trials: launcher, concurrency, retries, checkpoint paths."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from workflows.experiment import parse_experiment
+from workflows.tune_cmd import (
+    _tune_checkpoint_paths,
+    concurrent_trials,
+    trains_in_trial,
+    trial_retries,
+)
+
+
+def _exp(samples: int = 8, **train):
+    return parse_experiment({"name": "x", "train": train, "search": {"num_samples": samples}})
+
+
+def test_one_worker_trains_in_the_trial_unless_asked_for_a_torch_trainer() -> None:
+    assert trains_in_trial(_exp())
+    assert not trains_in_trial(_exp(num_workers=2))
+    assert not trains_in_trial(_exp(trial_launcher="torch_trainer"))
+
+
+@pytest.mark.parametrize(
+    ("train", "resources", "driver", "samples", "expected"),
+    [
+        ({}, {"CPU": 2}, None, 8, 2),  # in-trial: one CPU each
+        ({"trial_launcher": "torch_trainer"}, {"CPU": 2}, {"CPU": 0, "msa_driver": 1}, 8, 2),
+        ({"trial_launcher": "torch_trainer"}, {"CPU": 2}, {"CPU": 0.01}, 8, 1),  # 1.01 CPU each
+        ({"num_workers": 2}, {"CPU": 5}, {"CPU": 0}, 8, 2),
+        ({"cpus_per_worker": 4}, {"CPU": 2}, None, 8, 1),  # never below one
+        ({"use_gpu": True, "gpus_per_worker": 0.5}, {"CPU": 16, "GPU": 1}, None, 8, 2),
+        ({}, {"CPU": 16}, None, 3, 3),  # no more than the trials
+    ],
+)
+def test_concurrent_trials(train, resources, driver, samples, expected) -> None:
+    assert concurrent_trials(_exp(samples, **train), resources, driver) == expected
+
+
+def test_trial_retries_add_the_runs_restarts_when_the_trial_trains_itself() -> None:
+    exp = _exp(max_failures=2)
+    assert trial_retries(exp, in_trial=True) == 2
+    assert trial_retries(exp, in_trial=False) == 0  # the TorchTrainer restarts the run itself
+    assert trial_retries(_exp(max_failures=-1), in_trial=True) == -1
+
+
+def test_checkpoint_paths_of_tune_checkpoints() -> None:
+    history = pd.DataFrame({"epoch": [1, 2], "checkpoint_dir_name": ["checkpoint_000000", None]})
+    out = _tune_checkpoint_paths(history, "/r/tune/x_1")
+    assert out["checkpoint_path"].iloc[0] == "/r/tune/x_1/checkpoint_000000"
+    assert pd.isna(out["checkpoint_path"].iloc[1])  # an epoch without a checkpoint
+    reported = history.assign(checkpoint_path=["/train/run/checkpoint_a", None])
+    paths = _tune_checkpoint_paths(reported, "/r")["checkpoint_path"]
+    assert paths.iloc[0] == "/train/run/checkpoint_a"  # TorchTrainer paths are kept
