@@ -18,7 +18,8 @@ default ``auto``, where a one-worker trial trains in its own Tune process. For e
   CPU-seconds per trial of the processes Ray starts for it, minus its training, set against
   the training's own (one torch thread per worker in the demo).
 
-``python -m benchmarks.bench_overhead [--quick]`` prints the summary as JSON.
+``python -m benchmarks.bench_overhead [--quick]`` prints the summary as JSON; ``--demo`` measures
+the whole ``msa demo`` instead (per-trial overhead and CPU use; minutes, not in the runner).
 """
 
 from __future__ import annotations
@@ -233,19 +234,13 @@ def run_tune(
     config: Path, results: Path, env: dict[str, str], num_cpus: int, timeout: float
 ) -> dict[str, Any]:
     """Run ``msa tune`` once in a subprocess; its timestamped output, exit status and CPU use."""
-    cmd = [
-        sys.executable,
-        "-u",
-        "-m",
-        "workflows",
-        "tune",
-        str(config),
-        "--no-final",
-        "--num-cpus",
-        str(num_cpus),
-        "--results",
-        str(results),
-    ]
+    args = ["tune", str(config), "--no-final", "--num-cpus", str(num_cpus)]
+    return run_msa([*args, "--results", str(results)], env, timeout)
+
+
+def run_msa(args: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    """Run ``msa ARGS`` in a subprocess; its timestamped output, exit status and CPU use."""
+    cmd = [sys.executable, "-u", "-m", "workflows", *args]
     full_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     full_env.update({"RAY_DEDUP_LOGS": "0", "TOKENIZERS_PARALLELISM": "false", **env})
     began = time.perf_counter()
@@ -453,12 +448,36 @@ def run(quick: bool = False, num_cpus: int | None = None, timeout: float = 300) 
     return {"rows": rows, "checks": checks, "num_cpus": num_cpus, "sizes": sizes}
 
 
+def demo(timeout: float = 900) -> dict[str, Any]:
+    """The whole ``msa demo`` (results in a temporary folder): per-trial overhead and CPU use."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = run_msa(["demo", "--results", tmp], {}, timeout)
+        lines = out.pop("lines")
+        csv = Path(tmp) / "demo" / "trials.csv"
+        trials = summarise(read_table(csv), lines) if csv.is_file() else []
+    if out["returncode"] != 0 or not trials:
+        raise RuntimeError(f"msa demo failed: {' / '.join(line for _, line in lines[-5:])}")
+    train = sum(t["train_s"] for t in trials)
+    return {
+        **out,
+        "trials": trials,
+        "overhead_mean": statistics.fmean(t["overhead"] for t in trials),
+        "overhead_max": max(t["overhead"] for t in trials),
+        "overhead_pooled": 1 - train / sum(t["time_s"] for t in trials),
+        "span_overhead_pooled": 1 - train / sum(t["span_s"] or t["time_s"] for t in trials),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; prints the rows as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--num-cpus", type=int)
+    parser.add_argument("--demo", action="store_true", help="measure the whole `msa demo` instead")
     args = parser.parse_args(argv)
+    if args.demo:
+        print(json.dumps(demo(), indent=2))
+        return 0
     result = run(args.quick, args.num_cpus)
     print(json.dumps(result["rows"], indent=2))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,8 @@ def run_in_trial(loop_config: dict[str, Any]) -> None:
     from workflows.session import tune_session
     from workflows.worker import train_loop
 
+    # one INFO line per persisted checkpoint would interleave with every epoch's progress line
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     exp = parse_experiment(loop_config["experiment"], source="train_loop_config")
     train_loop(loop_config, tune_session(exp.train.use_gpu))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,10 @@ def run_tune(
     else:
         scheduler = FIFOScheduler()
     callbacks = [TuneTensorBoard((out / "tensorboard").resolve())]
+    if "://" not in root:
+        # with num_to_keep, Tune snapshots its state after trials' checkpoints; on local disk
+        # that is cheap, and its warning about snapshots seconds apart would fire every epoch
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     run_config = tune.RunConfig(
         name=TUNE_DIR,
         storage_path=root,
