@@ -90,14 +90,19 @@ def _caption_query_ranks(
 def _ranks_one_product(
     images: Tensor, texts: Tensor, caption_image: Tensor, captions_of: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Both passes from one N x M product, when it is no larger than one chunk of a pass."""
+    """Both passes from one N x M product, when it is no larger than one chunk of a pass.
+
+    Boolean counts are summed as int32 (exact; summing bools to the default int64 is ~6x slower
+    on CPU, as slow as the product itself).
+    """
     sims = images @ texts.T
     positives = sims.gather(1, captions_of.clamp(min=0)).masked_fill(captions_of < 0, float("-inf"))
     best = positives.amax(dim=1, keepdim=True)
     keep = captions_of[:, 0] >= 0
-    i2t = ((sims >= best).sum(dim=1) - (positives >= best).sum(dim=1))[keep]
+    above = (sims >= best).sum(dim=1, dtype=torch.int32)
+    i2t = (above.long() - (positives >= best).sum(dim=1))[keep]
     own = sims[caption_image, torch.arange(texts.shape[0], device=sims.device)]
-    t2i = (sims >= own).sum(dim=0) - 1
+    t2i = (sims >= own).sum(dim=0, dtype=torch.int32).long() - 1
     return i2t, t2i
 
 

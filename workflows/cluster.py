@@ -10,9 +10,9 @@ import ray
 
 __all__ = ["connect", "dashboard_url", "DRIVER_RESOURCE", "driver_resources", "RUNTIME_ENV_VARS"]
 
-# Tune trials are Train drivers that only wait on their TorchTrainer; the workers hold the CPUs
-# and GPUs. A custom resource gives drivers their own slots so they never take a worker's CPU
-# (Tune refuses a trial that asks for nothing). Local clusters get it; start remote nodes with
+# A Tune trial that drives a TorchTrainer only waits on it; the workers hold the CPUs and GPUs.
+# A custom resource gives drivers their own slots so they never take a worker's CPU (Tune
+# refuses a trial that asks for nothing). Local clusters get it; start remote nodes with
 # `ray start --resources='{"msa_driver": 64}'`, else drivers fall back to a sliver of a CPU.
 DRIVER_RESOURCE = "msa_driver"
 DRIVER_SLOTS = 1000
