@@ -146,6 +146,7 @@ def train_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, float]:
     """:func:`train_step` over every batch of ``loader``; the mean of each loss part."""
+    scaler = scaler or make_grad_scaler(device, amp)  # one scale state for the whole epoch
     sums: dict[str, float] = {}
     steps = 0
     for batch in loader:
