@@ -38,6 +38,10 @@ from workflows.trials import read_table
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 LONG = 40  # epochs of the fault tests: ~0.1 s each, the window to act mid-trial
+# a trial that trains in its own process runs an epoch of the tiny data in ~0.07 s, without a
+# Train controller between its reports and Tune: more epochs keep a window of seconds
+IN_TRIAL_LONG = 160
+EPOCHS = {"torch_trainer": LONG, "auto": IN_TRIAL_LONG}
 
 
 class Cluster:
@@ -416,13 +420,14 @@ def test_killed_train_worker_resumes_from_checkpoint(cluster: Cluster, synth_dat
     except BaseException:
         proc.kill()
         raise
-    _assert_resumed_and_complete(finish(proc, log), tmp_path / "results" / "ft")
+    _assert_resumed_and_complete(finish(proc, log), tmp_path / "results" / "ft", LONG)
 
 
 def test_killed_trial_process_resumes_from_checkpoint(cluster: Cluster, synth_data, tmp_path):
     """A one-worker trial trains in its Tune process; Tune restarts it from its checkpoint."""
     cluster.no_train_workers()
-    write_yaml(tmp_path / "it.yaml", search_experiment(synth_data, "it", epochs=LONG, samples=1))
+    exp = search_experiment(synth_data, "it", epochs=IN_TRIAL_LONG, samples=1)
+    write_yaml(tmp_path / "it.yaml", exp)
     log = tmp_path / "it.log"
     proc = start_msa("tune", "it.yaml", "--address", cluster.address, cwd=tmp_path, log=log)
     try:
@@ -444,16 +449,16 @@ def test_killed_trial_process_resumes_from_checkpoint(cluster: Cluster, synth_da
         raise
     text = finish(proc, log)
     assert not (tmp_path / "results" / "it" / "ray" / "trials").exists()  # no TorchTrainer
-    _assert_resumed_and_complete(text, tmp_path / "results" / "it")
+    _assert_resumed_and_complete(text, tmp_path / "results" / "it", IN_TRIAL_LONG)
 
 
-def _assert_resumed_and_complete(text: str, out: Path) -> None:
+def _assert_resumed_and_complete(text: str, out: Path, epochs: int) -> None:
     resumed = re.findall(r"resumed from \S+ at epoch (\d+)", text)
-    assert resumed and 1 <= int(resumed[0]) < LONG, text[-4000:]
+    assert resumed and 1 <= int(resumed[0]) < epochs, text[-4000:]
     trials = read_table(out / "trials.csv")
-    assert (trials["status"] == "TERMINATED").all() and (trials["epochs"] == LONG).all()
+    assert (trials["status"] == "TERMINATED").all() and (trials["epochs"] == epochs).all()
     history = read_table(out / "history.csv")
-    assert set(history["epoch"]) == set(range(1, LONG + 1))
+    assert set(history["epoch"]) == set(range(1, epochs + 1))
 
 
 @pytest.mark.parametrize("launcher", ["torch_trainer", "auto"])
@@ -461,7 +466,8 @@ def test_resume_after_the_driver_is_killed(
     cluster: Cluster, synth_data, tmp_path, launcher: str
 ) -> None:
     cluster.no_train_workers()
-    exp = search_experiment(synth_data, "res", LONG, 2, launcher, max_concurrent_trials=1)
+    long = EPOCHS[launcher]
+    exp = search_experiment(synth_data, "res", long, 2, launcher, max_concurrent_trials=1)
     write_yaml(tmp_path / "res.yaml", exp)
     out = tmp_path / "results" / "res"
     tune_dir = out / "ray" / "tune"
@@ -513,16 +519,16 @@ def test_resume_after_the_driver_is_killed(
     assert proc.returncode == 0, text[-5000:]
     resumed = dict(re.findall(r"resumed from \S*/res[-_](\w+)/checkpoint_\S+ at epoch (\d+)", text))
     assert set(running) <= set(resumed), (running, resumed, text[-4000:])
-    assert all(1 <= int(resumed[t]) < LONG for t in running)
+    assert all(1 <= int(resumed[t]) < long for t in running)
     for trial_id in done:  # finished trials are kept, not run again
         assert checkpoints(run_dir(trial_id)) == before[trial_id]
         assert trial_id not in resumed
     trials = read_table(out / "trials.csv")
     assert len(trials) == 2 and (trials["status"] == "TERMINATED").all()
-    assert (trials["epochs"] == LONG).all()
+    assert (trials["epochs"] == long).all()
     history = read_table(out / "history.csv")
     for trial_id in trials["trial_id"]:
-        assert set(history.loc[history["trial_id"] == trial_id, "epoch"]) == set(range(1, LONG + 1))
+        assert set(history.loc[history["trial_id"] == trial_id, "epoch"]) == set(range(1, long + 1))
     assert (out / "final" / "metrics.json").is_file()
 
 
