@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 LONG = 40  # epochs of the fault tests: ~0.1 s each, the window to act mid-trial
 # a trial that trains in its own process runs an epoch of the tiny data in ~0.07 s, without a
 # Train controller between its reports and Tune: more epochs keep a window of seconds
-IN_TRIAL_LONG = 160
+IN_TRIAL_LONG = 200
 EPOCHS = {"torch_trainer": LONG, "auto": IN_TRIAL_LONG}
 
 
@@ -432,18 +432,24 @@ def test_killed_trial_process_resumes_from_checkpoint(cluster: Cluster, synth_da
     proc = start_msa("tune", "it.yaml", "--address", cluster.address, cwd=tmp_path, log=log)
     try:
         tune_dir = tmp_path / "results" / "it" / "ray" / "tune"
-        trials = wait_for(
-            lambda: alive_actors(cluster.dashboard, TUNE_TRIAL), 180, "the trial's process"
-        )
+
+        def trial_pid() -> int | None:  # Ray prefixes a trial's output with its pid (in colour)
+            found = re.search(r"\(it pid=(\d+)\)\S* \[msa\] it epoch", log.read_text())
+            return int(found.group(1)) if found else None
+
+        pid = wait_for(trial_pid, 180, "the trial's first epoch")
+
         # Tune's report blocks until the driver takes the result: with a second checkpoint on
         # disk, the first is registered
-        wait_for(
-            lambda: any(len(checkpoints(d)) >= 2 for d in tune_dir.glob("it_*")),
-            120,
-            "two checkpoints",
-            0.05,
-        )
-        os.kill(trials[0].pid, signal.SIGKILL)  # a process of our own cluster
+        def saved() -> list[int] | None:  # the checkpoints' indices (epoch - 1), once two exist
+            names = [c for d in tune_dir.glob("it_*") for c in checkpoints(d)]
+            return [int(n.rsplit("_", 1)[1]) for n in names] if len(names) >= 2 else None
+
+        indices = wait_for(saved, 120, "two checkpoints", 0.05)
+        # never kill a pid whose trial may have ended: its process may be gone or reused
+        assert max(indices) < IN_TRIAL_LONG - 20, f"the trial outran the test: {indices}"
+        assert b"ray::ImplicitFunc" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        os.kill(pid, signal.SIGKILL)  # the trial's process, of our own cluster
     except BaseException:
         proc.kill()
         raise
