@@ -181,8 +181,9 @@ def registered(run_dir: Path) -> int:
     return len(registered_metrics(run_dir))
 
 
-def trial_states(tune_dir: Path) -> dict[str, str]:
-    """Trial id -> status in Tune's latest saved experiment state (what a restore sees)."""
+def saved_trials(tune_dir: Path) -> dict[str, tuple[str, str | None]]:
+    """Trial id -> (status, checkpoint of its last result) in Tune's latest saved experiment
+    state: what a restore sees."""
     files = sorted(glob.glob(str(tune_dir / "experiment_state-*.json")))
     if not files:
         return {}
@@ -191,9 +192,11 @@ def trial_states(tune_dir: Path) -> dict[str, str]:
     except (json.JSONDecodeError, OSError):  # being rewritten
         return {}
     out = {}
-    for entry in state["trial_data"]:
-        trial = json.loads(entry[0])
-        out[trial["trial_id"]] = trial["status"]
+    for trial_json, meta_json in state["trial_data"]:
+        trial, last = json.loads(trial_json), json.loads(meta_json).get("last_result") or {}
+        if isinstance(last, str):
+            last = json.loads(last)
+        out[trial["trial_id"]] = (trial["status"], last.get("checkpoint_dir_name"))
     return out
 
 
@@ -477,19 +480,19 @@ def test_resume_after_the_driver_is_killed(
     write_yaml(tmp_path / "res.yaml", exp)
     out = tmp_path / "results" / "res"
     tune_dir = out / "ray" / "tune"
-    if launcher == "auto":  # Tune's trial folders hold the checkpoints
+    if launcher == "auto":  # Tune's trial folders hold the checkpoints, its state records them
 
         def run_dir(trial_id: str) -> Path:
             return tune_dir / f"res_{trial_id}"
 
-        def checkpointed(trial_id: str) -> bool:  # see the killed-trial test
-            return len(checkpoints(run_dir(trial_id))) >= 2
-    else:  # each trial's Train run
+        def checkpointed(trial_id: str, saved_checkpoint: str | None) -> bool:
+            return saved_checkpoint is not None
+    else:  # each trial's Train run keeps its own record
 
         def run_dir(trial_id: str) -> Path:
             return out / "ray" / "trials" / f"res-{trial_id}"
 
-        def checkpointed(trial_id: str) -> bool:
+        def checkpointed(trial_id: str, saved_checkpoint: str | None) -> bool:
             return registered(run_dir(trial_id)) > 0
 
     log = tmp_path / "first.log"
@@ -504,9 +507,9 @@ def test_resume_after_the_driver_is_killed(
     )
 
     def one_done_one_checkpointed():
-        states = trial_states(tune_dir)
-        done = [t for t, s in states.items() if s == "TERMINATED"]
-        running = [t for t, s in states.items() if s == "RUNNING" and checkpointed(t)]
+        states = saved_trials(tune_dir)
+        done = [t for t, (s, _) in states.items() if s == "TERMINATED"]
+        running = [t for t, (s, c) in states.items() if s == "RUNNING" and checkpointed(t, c)]
         return (done, running) if done and running else None
 
     try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
 from workflows.experiment import parse_experiment
 from workflows.tune_cmd import (
     _tune_checkpoint_paths,
+    _with_missing_epochs,
     concurrent_trials,
     trains_in_trial,
     trial_retries,
@@ -55,3 +58,22 @@ def test_checkpoint_paths_of_tune_checkpoints() -> None:
     reported = history.assign(checkpoint_path=["/train/run/checkpoint_a", None])
     paths = _tune_checkpoint_paths(reported, "/r")["checkpoint_path"]
     assert paths.iloc[0] == "/train/run/checkpoint_a"  # TorchTrainer paths are kept
+
+
+def test_missing_epochs_come_from_the_latest_checkpoint_left(tmp_path) -> None:
+    kept = tmp_path / "checkpoint_000001"
+    kept.mkdir()
+    recorded = [{"epoch": e, "val_mr": 10.0 * e} for e in (1, 2, 3)]
+    (kept / "meta.json").write_text(json.dumps({"history": recorded}))
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 4],
+            "val_mr": [11.0, 22.0, 44.0],
+            "checkpoint_path": [None, str(kept), str(tmp_path / "checkpoint_000003")],  # deleted
+        }
+    )
+    merged = _with_missing_epochs(history)
+    assert merged["epoch"].tolist() == [1, 2, 3, 4]
+    assert merged["val_mr"].tolist() == [11.0, 22.0, 30.0, 44.0]  # Tune's rows are kept
+    complete = history[history["epoch"] < 3]
+    assert _with_missing_epochs(complete) is complete  # nothing missing: no checkpoint read

@@ -120,25 +120,31 @@ def error_summary(error: BaseException) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)[:500]
 
 
-def _with_earlier_epochs(history: pd.DataFrame) -> pd.DataFrame:
-    """Prepend epochs reported before a restore, which Tune's history of the trial lacks.
+def _with_missing_epochs(history: pd.DataFrame) -> pd.DataFrame:
+    """Add the epochs Tune's history of a trial lacks, from its checkpoints' own record.
 
-    Every checkpoint's meta carries the run's whole history, so the latest one fills the gap.
+    Every checkpoint's meta carries the run's whole history up to its epoch. Tune's history
+    misses the epochs a TorchTrainer run reported before the trial was restored, and a report
+    whose trial process died while the driver was taking it; the latest checkpoint still on
+    disk fills them in (read only when epochs are missing).
     """
-    if history.empty or "checkpoint_path" not in history or history["epoch"].min() <= 1:
+    if history.empty or "checkpoint_path" not in history or "epoch" not in history:
         return history
-    latest = history["checkpoint_path"].dropna()
-    if latest.empty:
+    if set(range(1, int(history["epoch"].max()) + 1)) <= set(history["epoch"]):
         return history
-    try:
-        with ray.train.Checkpoint(latest.iloc[-1]).as_directory() as local:
-            earlier = pd.DataFrame(read_checkpoint_meta(local).get("history", []))
-    except FileNotFoundError:
+    recorded = pd.DataFrame()
+    for path in reversed(history["checkpoint_path"].dropna().tolist()):
+        try:
+            with ray.train.Checkpoint(path).as_directory() as local:
+                recorded = pd.DataFrame(read_checkpoint_meta(local).get("history", []))
+            break
+        except FileNotFoundError:  # deleted: not among the best kept
+            continue
+    if recorded.empty:
         return history
-    if earlier.empty:
-        return history
-    earlier = earlier[earlier["epoch"] < history["epoch"].min()]
-    return pd.concat([earlier, history], ignore_index=True)
+    missing = recorded[~recorded["epoch"].isin(history["epoch"])]
+    merged = pd.concat([history, missing], ignore_index=True)
+    return merged.sort_values("epoch", kind="stable").reset_index(drop=True)
 
 
 def _tune_checkpoint_paths(history: pd.DataFrame, trial_path: str) -> pd.DataFrame:
@@ -162,7 +168,7 @@ def collect_records(results: tune.ResultGrid) -> list[TrialRecord]:
         if history is None:
             history = pd.DataFrame()
         history = history[[c for c in history.columns if not c.startswith("config/")]]
-        history = _with_earlier_epochs(_tune_checkpoint_paths(history, result.path))
+        history = _with_missing_epochs(_tune_checkpoint_paths(history, result.path))
         error = result.error
         records.append(
             TrialRecord(
