@@ -32,6 +32,7 @@ from tests.cluster_utils import (
     wait_for,
 )
 from tests.conftest import tiny_experiment, write_yaml
+from workflows.run_checkpoints import RECORD
 from workflows.submit import DEFAULT_EXCLUDES, prepare_submission
 from workflows.trials import read_table
 
@@ -181,9 +182,8 @@ def registered(run_dir: Path) -> int:
     return len(registered_metrics(run_dir))
 
 
-def saved_trials(tune_dir: Path) -> dict[str, tuple[str, str | None]]:
-    """Trial id -> (status, checkpoint of its last result) in Tune's latest saved experiment
-    state: what a restore sees."""
+def trial_states(tune_dir: Path) -> dict[str, str]:
+    """Trial id -> status in Tune's latest saved experiment state (what a restore sees)."""
     files = sorted(glob.glob(str(tune_dir / "experiment_state-*.json")))
     if not files:
         return {}
@@ -191,13 +191,16 @@ def saved_trials(tune_dir: Path) -> dict[str, tuple[str, str | None]]:
         state = json.loads(Path(files[-1]).read_text())
     except (json.JSONDecodeError, OSError):  # being rewritten
         return {}
-    out = {}
-    for trial_json, meta_json in state["trial_data"]:
-        trial, last = json.loads(trial_json), json.loads(meta_json).get("last_result") or {}
-        if isinstance(last, str):
-            last = json.loads(last)
-        out[trial["trial_id"]] = (trial["status"], last.get("checkpoint_dir_name"))
-    return out
+    return {json.loads(t)["trial_id"]: json.loads(t)["status"] for t, _ in state["trial_data"]}
+
+
+def recorded_epochs(run_dir: Path) -> list[int]:
+    """Epochs of the checkpoints an in-trial run has recorded (what its restart resumes from)."""
+    try:
+        record = json.loads((run_dir / RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return [entry["epoch"] for entry in record["checkpoints"]]
 
 
 # --- security defaults ------------------------------------------------------------------------
@@ -434,7 +437,7 @@ def test_killed_trial_process_resumes_from_checkpoint(cluster: Cluster, synth_da
     log = tmp_path / "it.log"
     proc = start_msa("tune", "it.yaml", "--address", cluster.address, cwd=tmp_path, log=log)
     try:
-        tune_dir = tmp_path / "results" / "it" / "ray" / "tune"
+        runs = tmp_path / "results" / "it" / "ray" / "trials"
 
         def trial_pid() -> int | None:  # Ray prefixes a trial's output with its pid (in colour)
             found = re.search(r"\(it pid=(\d+)\)\S* \[msa\] it epoch", log.read_text())
@@ -444,20 +447,20 @@ def test_killed_trial_process_resumes_from_checkpoint(cluster: Cluster, synth_da
 
         # Tune's report blocks until the driver takes the result: with a second checkpoint on
         # disk, the first is registered
-        def saved() -> list[int] | None:  # the checkpoints' indices (epoch - 1), once two exist
-            names = [c for d in tune_dir.glob("it_*") for c in checkpoints(d)]
-            return [int(n.rsplit("_", 1)[1]) for n in names] if len(names) >= 2 else None
+        def saved() -> list[int] | None:
+            epochs = [e for d in runs.glob("it-*") for e in recorded_epochs(d)]
+            return epochs or None
 
-        indices = wait_for(saved, 120, "two checkpoints", 0.05)
+        epochs = wait_for(saved, 120, "a recorded checkpoint", 0.05)
         # never kill a pid whose trial may have ended: its process may be gone or reused
-        assert max(indices) < IN_TRIAL_LONG - 20, f"the trial outran the test: {indices}"
+        assert max(epochs) < IN_TRIAL_LONG - 20, f"the trial outran the test: {epochs}"
         assert b"ray::ImplicitFunc" in Path(f"/proc/{pid}/cmdline").read_bytes()
         os.kill(pid, signal.SIGKILL)  # the trial's process, of our own cluster
     except BaseException:
         proc.kill()
         raise
     text = finish(proc, log)
-    assert not (tmp_path / "results" / "it" / "ray" / "trials").exists()  # no TorchTrainer
+    assert not alive_actors(cluster.dashboard, TRAIN_WORKER)  # no TorchTrainer was started
     _assert_resumed_and_complete(text, tmp_path / "results" / "it", IN_TRIAL_LONG)
 
 
@@ -480,20 +483,14 @@ def test_resume_after_the_driver_is_killed(
     write_yaml(tmp_path / "res.yaml", exp)
     out = tmp_path / "results" / "res"
     tune_dir = out / "ray" / "tune"
-    if launcher == "auto":  # Tune's trial folders hold the checkpoints, its state records them
 
-        def run_dir(trial_id: str) -> Path:
-            return tune_dir / f"res_{trial_id}"
+    def run_dir(trial_id: str) -> Path:
+        return out / "ray" / "trials" / f"res-{trial_id}"
 
-        def checkpointed(trial_id: str, saved_checkpoint: str | None) -> bool:
-            return saved_checkpoint is not None
-    else:  # each trial's Train run keeps its own record
-
-        def run_dir(trial_id: str) -> Path:
-            return out / "ray" / "trials" / f"res-{trial_id}"
-
-        def checkpointed(trial_id: str, saved_checkpoint: str | None) -> bool:
-            return registered(run_dir(trial_id)) > 0
+    def checkpointed(trial_id: str) -> bool:  # what a restarted trial resumes from
+        if launcher == "auto":
+            return bool(recorded_epochs(run_dir(trial_id)))
+        return registered(run_dir(trial_id)) > 0
 
     log = tmp_path / "first.log"
     proc = start_msa(
@@ -507,9 +504,9 @@ def test_resume_after_the_driver_is_killed(
     )
 
     def one_done_one_checkpointed():
-        states = saved_trials(tune_dir)
-        done = [t for t, (s, _) in states.items() if s == "TERMINATED"]
-        running = [t for t, (s, c) in states.items() if s == "RUNNING" and checkpointed(t, c)]
+        states = trial_states(tune_dir)
+        done = [t for t, s in states.items() if s == "TERMINATED"]
+        running = [t for t, s in states.items() if s == "RUNNING" and checkpointed(t)]
         return (done, running) if done and running else None
 
     try:

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from workflows.experiment import parse_experiment
+from workflows.run_checkpoints import RunCheckpoints
 from workflows.tune_cmd import (
-    _tune_checkpoint_paths,
     _with_missing_epochs,
     concurrent_trials,
     trains_in_trial,
@@ -50,16 +50,6 @@ def test_trial_retries_add_the_runs_restarts_when_the_trial_trains_itself() -> N
     assert trial_retries(_exp(max_failures=-1), in_trial=True) == -1
 
 
-def test_checkpoint_paths_of_tune_checkpoints() -> None:
-    history = pd.DataFrame({"epoch": [1, 2], "checkpoint_dir_name": ["checkpoint_000000", None]})
-    out = _tune_checkpoint_paths(history, "/r/tune/x_1")
-    assert out["checkpoint_path"].iloc[0] == "/r/tune/x_1/checkpoint_000000"
-    assert pd.isna(out["checkpoint_path"].iloc[1])  # an epoch without a checkpoint
-    reported = history.assign(checkpoint_path=["/train/run/checkpoint_a", None])
-    paths = _tune_checkpoint_paths(reported, "/r")["checkpoint_path"]
-    assert paths.iloc[0] == "/train/run/checkpoint_a"  # TorchTrainer paths are kept
-
-
 def test_missing_epochs_come_from_the_latest_checkpoint_left(tmp_path) -> None:
     kept = tmp_path / "checkpoint_000001"
     kept.mkdir()
@@ -77,3 +67,29 @@ def test_missing_epochs_come_from_the_latest_checkpoint_left(tmp_path) -> None:
     assert merged["val_mr"].tolist() == [11.0, 22.0, 30.0, 44.0]  # Tune's rows are kept
     complete = history[history["epoch"] < 3]
     assert _with_missing_epochs(complete) is complete  # nothing missing: no checkpoint read
+
+
+def test_run_checkpoints_keep_the_best_and_the_latest(tmp_path) -> None:
+    local = tmp_path / "local"
+    local.mkdir()
+    run = tmp_path / "runs" / "x-1"
+    store = RunCheckpoints(str(run), keep=2, metric="val_mr", mode="max")
+    assert store.latest() is None
+    for epoch, score in [(1, 10.0), (2, 30.0), (3, 20.0), (4, 5.0)]:
+        (local / "meta.json").write_text(json.dumps({"epoch": epoch}))
+        path = store.save(str(local), epoch, {"val_mr": score})
+        assert path == f"{run}/checkpoint_{epoch:06d}"
+    # best two (epochs 2 and 3) and the latest (4); the record says so, the rest is deleted
+    assert sorted(p.name for p in run.glob("checkpoint_*")) == [
+        "checkpoint_000002",
+        "checkpoint_000003",
+        "checkpoint_000004",
+    ]
+    assert json.loads((run / "checkpoint_000004" / "meta.json").read_text()) == {"epoch": 4}
+    again = RunCheckpoints(str(run), keep=2, metric="val_mr", mode="max")  # a restarted trial
+    assert again.latest() == f"{run}/checkpoint_000004"
+    assert [e["epoch"] for e in again.entries] == [2, 3, 4]
+    lowest = RunCheckpoints(str(tmp_path / "runs" / "y-1"), keep=1, metric="train_loss", mode="min")
+    for epoch, loss in [(1, 3.0), (2, 1.0), (3, float("nan"))]:
+        lowest.save(str(local), epoch, {"train_loss": loss})
+    assert [e["epoch"] for e in lowest.entries] == [2, 3]  # NaN never ranks as best

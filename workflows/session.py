@@ -15,6 +15,8 @@ import ray.train.torch
 import ray.tune
 import torch
 
+from workflows.run_checkpoints import RunCheckpoints
+
 __all__ = ["LoopSession", "train_session", "tune_session"]
 
 
@@ -48,25 +50,31 @@ def train_session() -> LoopSession:
     )
 
 
-def tune_session(use_gpu: bool) -> LoopSession:
-    """Inside a Tune function trainable: one process, Tune's own checkpoints and reports.
+def tune_session(use_gpu: bool, checkpoints: RunCheckpoints) -> LoopSession:
+    """Inside a Tune function trainable: one process, reporting to Tune.
 
-    Tune gives the trial its GPU (``CUDA_VISIBLE_DEVICES``), so the device is ``cuda`` or CPU.
+    Checkpoints go to ``checkpoints`` (the run's own record, so a restarted trial resumes from
+    its latest one) and reach Tune as ``checkpoint_path``, as a TorchTrainer's do. Tune gives
+    the trial its GPU (``CUDA_VISIBLE_DEVICES``), so the device is ``cuda`` or CPU.
     """
     device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
 
     def report(metrics: dict[str, Any], directory: str | None) -> None:
-        checkpoint = None if directory is None else ray.tune.Checkpoint.from_directory(directory)
-        ray.tune.report(metrics, checkpoint=checkpoint)
+        if directory is not None:
+            path = checkpoints.save(directory, int(metrics["epoch"]), metrics)
+            metrics = {**metrics, "checkpoint_path": path}
+        ray.tune.report(metrics)
 
     def prepare_model(model: torch.nn.Module, **_: Any) -> torch.nn.Module:
         return model.to(device)
+
+    latest = checkpoints.latest()
 
     return LoopSession(
         rank=0,
         world_size=1,
         device=device,
-        checkpoint=ray.tune.get_checkpoint(),
+        checkpoint=None if latest is None else ray.train.Checkpoint(latest),
         report=report,
         prepare_model=prepare_model,
     )

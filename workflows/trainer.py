@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -72,19 +71,20 @@ def run_worker(loop_config: dict[str, Any]) -> None:
     train_loop(loop_config)
 
 
-def run_in_trial(loop_config: dict[str, Any]) -> None:
+def run_in_trial(loop_config: dict[str, Any], run_dir: str, metric: str, mode: str) -> None:
     """A one-worker run inside a Tune trial's own process (``train.trial_launcher: auto``).
 
-    The same loop as a Train worker's, reporting and checkpointing through Tune: no Train
-    controller, placement group or worker actor is started for the trial.
+    The same loop as a Train worker's, reporting to Tune; its checkpoints are kept in
+    ``run_dir`` like a TorchTrainer run's (best ``checkpoint_num_to_keep`` by ``metric`` plus
+    the latest). No Train controller, placement group or worker actor is started for it.
     """
+    from workflows.run_checkpoints import RunCheckpoints
     from workflows.session import tune_session
     from workflows.worker import train_loop
 
-    # one INFO line per persisted checkpoint would interleave with every epoch's progress line
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     exp = parse_experiment(loop_config["experiment"], source="train_loop_config")
-    train_loop(loop_config, tune_session(exp.train.use_gpu))
+    store = RunCheckpoints(run_dir, exp.train.checkpoint_num_to_keep, metric, mode)
+    train_loop(loop_config, tune_session(exp.train.use_gpu, store))
 
 
 def loop_config(exp: Experiment, train_on_val: bool = False) -> dict[str, Any]:

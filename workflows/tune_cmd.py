@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -55,17 +54,19 @@ def make_driver(name: str, base: dict[str, Any], storage_path: str, metric: str,
     """The Tune trainable: one trial's training run from its params.
 
     One worker (``trains_in_trial``): the loop runs right here, reporting to Tune. Otherwise it
-    builds a TorchTrainer whose Train run is named after the trial id, so a restored trial
-    resumes from its checkpoint. The function carries the experiment's name, so trials show
-    under it in the dashboard.
+    builds a TorchTrainer. Either way the run's folder ``<storage_path>/<name>-<trial id>``
+    holds its checkpoints and their record, so a restarted trial resumes from its latest
+    checkpoint. The function carries the experiment's name, so trials show under it in the
+    dashboard.
     """
 
     def driver(params: dict[str, Any]) -> None:
         exp = parse_experiment(with_values(base, params), source="trial config")
-        if trains_in_trial(exp):
-            run_in_trial(loop_config(exp))
-            return
         trial_id = tune.get_context().get_trial_id()
+        if trains_in_trial(exp):
+            run_dir = f"{storage_path}/{exp.name}-{trial_id}"
+            run_in_trial(loop_config(exp), run_dir, metric, mode)
+            return
         trainer = make_trainer(
             exp,
             run_name=f"{exp.name}-{trial_id}",
@@ -124,9 +125,9 @@ def _with_missing_epochs(history: pd.DataFrame) -> pd.DataFrame:
     """Add the epochs Tune's history of a trial lacks, from its checkpoints' own record.
 
     Every checkpoint's meta carries the run's whole history up to its epoch. Tune's history
-    misses the epochs a TorchTrainer run reported before the trial was restored, and a report
-    whose trial process died while the driver was taking it; the latest checkpoint still on
-    disk fills them in (read only when epochs are missing).
+    misses the epochs reported before the trial was restored, and a report whose process died
+    before the driver took it; the latest checkpoint still on disk fills them in (read only
+    when epochs are missing).
     """
     if history.empty or "checkpoint_path" not in history or "epoch" not in history:
         return history
@@ -147,19 +148,6 @@ def _with_missing_epochs(history: pd.DataFrame) -> pd.DataFrame:
     return merged.sort_values("epoch", kind="stable").reset_index(drop=True)
 
 
-def _tune_checkpoint_paths(history: pd.DataFrame, trial_path: str) -> pd.DataFrame:
-    """``checkpoint_path`` of epochs checkpointed through Tune (a trial that trains itself).
-
-    TorchTrainer runs report it (TuneReportCallback); Tune's own checkpoints are named by
-    ``checkpoint_dir_name`` inside the trial's folder.
-    """
-    if "checkpoint_path" in history or "checkpoint_dir_name" not in history:
-        return history
-    names = history["checkpoint_dir_name"]
-    paths = names.map(lambda n: f"{trial_path}/{n}" if isinstance(n, str) and n else None)
-    return history.assign(checkpoint_path=paths)
-
-
 def collect_records(results: tune.ResultGrid) -> list[TrialRecord]:
     """TrialRecords from a ResultGrid (params as dotted keys, per-epoch histories)."""
     records = []
@@ -168,7 +156,7 @@ def collect_records(results: tune.ResultGrid) -> list[TrialRecord]:
         if history is None:
             history = pd.DataFrame()
         history = history[[c for c in history.columns if not c.startswith("config/")]]
-        history = _with_missing_epochs(_tune_checkpoint_paths(history, result.path))
+        history = _with_missing_epochs(history)
         error = result.error
         records.append(
             TrialRecord(
@@ -257,21 +245,10 @@ def run_tune(
     else:
         scheduler = FIFOScheduler()
     callbacks = [TuneTensorBoard((out / "tensorboard").resolve())]
-    if "://" not in root:
-        # with num_to_keep, Tune snapshots its state after trials' checkpoints; on local disk
-        # that is cheap, and its warning about snapshots seconds apart would fire every epoch
-        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     run_config = tune.RunConfig(
         name=TUNE_DIR,
         storage_path=root,
         callbacks=callbacks,
-        # trials that train in their own process checkpoint through Tune (TorchTrainer runs
-        # keep their own checkpoints, as make_trainer configures them)
-        checkpoint_config=tune.CheckpointConfig(
-            num_to_keep=exp.train.checkpoint_num_to_keep,
-            checkpoint_score_attribute=search.metric,
-            checkpoint_score_order=search.mode,
-        ),
         failure_config=tune.FailureConfig(max_failures=trial_retries(exp, in_trial)),
         verbose=1,
     )
