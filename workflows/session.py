@@ -27,7 +27,7 @@ class LoopSession:
     rank: int
     world_size: int
     device: torch.device
-    checkpoint: Any  # a ray.train / ray.tune Checkpoint to resume from, or None
+    checkpoint: Any  # the ray.train.Checkpoint to resume from, or None
     report: Callable[[dict[str, Any], str | None], None]  # (metrics, checkpoint dir or None)
     prepare_model: Callable[..., torch.nn.Module]  # (model, parallel_strategy_kwargs=...)
 

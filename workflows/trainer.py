@@ -9,7 +9,7 @@ from typing import Any
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from workflows.experiment import Experiment, parse_experiment
+from workflows.experiment import Experiment
 
 __all__ = [
     "make_trainer",
@@ -71,7 +71,7 @@ def run_worker(loop_config: dict[str, Any]) -> None:
     train_loop(loop_config)
 
 
-def run_in_trial(loop_config: dict[str, Any], run_dir: str, metric: str, mode: str) -> None:
+def run_in_trial(exp: Experiment, run_dir: str, metric: str, mode: str) -> None:
     """A one-worker run inside a Tune trial's own process (``train.trial_launcher: auto``).
 
     The same loop as a Train worker's, reporting to Tune; its checkpoints are kept in
@@ -82,9 +82,8 @@ def run_in_trial(loop_config: dict[str, Any], run_dir: str, metric: str, mode: s
     from workflows.session import tune_session
     from workflows.worker import train_loop
 
-    exp = parse_experiment(loop_config["experiment"], source="train_loop_config")
     store = RunCheckpoints(run_dir, exp.train.checkpoint_num_to_keep, metric, mode)
-    train_loop(loop_config, tune_session(exp.train.use_gpu, store))
+    train_loop(loop_config(exp), tune_session(exp.train.use_gpu, store))
 
 
 def loop_config(exp: Experiment, train_on_val: bool = False) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from workflows.space import config_point, parse_space, to_tune
 from workflows.tensorboard import TuneTensorBoard
 from workflows.trainer import (
     absolute_data_paths,
-    loop_config,
     make_trainer,
     run_in_trial,
     storage_root,
@@ -62,14 +61,13 @@ def make_driver(name: str, base: dict[str, Any], storage_path: str, metric: str,
 
     def driver(params: dict[str, Any]) -> None:
         exp = parse_experiment(with_values(base, params), source="trial config")
-        trial_id = tune.get_context().get_trial_id()
+        run_name = f"{exp.name}-{tune.get_context().get_trial_id()}"
         if trains_in_trial(exp):
-            run_dir = f"{storage_path}/{exp.name}-{trial_id}"
-            run_in_trial(loop_config(exp), run_dir, metric, mode)
+            run_in_trial(exp, f"{storage_path}/{run_name}", metric, mode)
             return
         trainer = make_trainer(
             exp,
-            run_name=f"{exp.name}-{trial_id}",
+            run_name=run_name,
             storage_path=storage_path,
             metric=metric,
             mode=mode,
