@@ -460,7 +460,10 @@ def test_killed_trial_process_resumes_from_checkpoint(cluster: Cluster, synth_da
         proc.kill()
         raise
     text = finish(proc, log)
-    assert not alive_actors(cluster.dashboard, TRAIN_WORKER)  # no TorchTrainer was started
+    # the run kept its own record; a Train run would have left Train's checkpoint snapshot
+    run_dirs = list(runs.glob("it-*"))
+    assert len(run_dirs) == 1 and (run_dirs[0] / RECORD).is_file()
+    assert not (run_dirs[0] / "checkpoint_manager_snapshot.json").exists()
     _assert_resumed_and_complete(text, tmp_path / "results" / "it", IN_TRIAL_LONG)
 
 
