@@ -47,7 +47,7 @@ import pandas as pd
 import yaml
 
 from msa_model.data import write_synthetic_dataset
-from workflows.trials import read_table
+from workflows.results.trials import read_table
 
 __all__ = ["ProcessTreeSampler", "experiment", "run_tune", "summarise", "run", "main"]
 

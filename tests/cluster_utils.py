@@ -28,7 +28,7 @@ import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
 # isort: split
 import psutil
 
-from workflows.submit import use_token_auth
+from workflows.runtime.jobs import use_token_auth
 
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")

@@ -32,9 +32,9 @@ from tests.cluster_utils import (
     wait_for,
 )
 from tests.conftest import tiny_experiment, write_yaml
-from workflows.run_checkpoints import RECORD
-from workflows.submit import DEFAULT_EXCLUDES, prepare_submission
-from workflows.trials import read_table
+from workflows.results.trials import read_table
+from workflows.runtime.checkpoints import RECORD
+from workflows.runtime.jobs import DEFAULT_EXCLUDES, prepare_submission
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -223,7 +223,7 @@ def _token() -> str:
 
 BIND_PROBE = """
 import json, os, sys
-from workflows.cluster import connect, dashboard_url
+from workflows.runtime.cluster import connect, dashboard_url
 import psutil  # Ray's vendored copy, importable once ray is
 ctx = connect(num_cpus=1, quiet=True)
 session = ctx.address_info["session_dir"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflows.trials import TrialRecord, best_row, read_table, trials_table
+from workflows.results.trials import TrialRecord, best_row, read_table, trials_table
 
 
 def _history(values: list[float]) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_experiment, write_yaml
-from workflows.trials import read_table
+from workflows.results.trials import read_table
 
 pytestmark = pytest.mark.ray
 KEYS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr"]

@@ -8,13 +8,9 @@ import pandas as pd
 import pytest
 
 from workflows.experiment import parse_experiment
-from workflows.run_checkpoints import RunCheckpoints
-from workflows.tune_cmd import (
-    _with_missing_epochs,
-    concurrent_trials,
-    trains_in_trial,
-    trial_retries,
-)
+from workflows.runtime.checkpoints import RunCheckpoints
+from workflows.runtime.records import _with_missing_epochs
+from workflows.runtime.search import concurrent_trials, trains_in_trial, trial_retries
 
 
 def _exp(samples: int = 8, **train):

@@ -1,7 +1,7 @@
 """Where the training loop runs: a Ray Train worker, or a Tune trial's own process.
 
-:func:`workflows.worker.train_loop` talks to Ray only through a :class:`LoopSession`: its rank,
-device, the checkpoint to resume from, how to report an epoch, and how to wrap the model.
+:func:`workflows.runtime.loop.train_loop` talks to Ray only through a :class:`LoopSession`: its
+rank, device, the checkpoint to resume from, how to report an epoch, and how to wrap the model.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import ray.train.torch
 import ray.tune
 import torch
 
-from workflows.run_checkpoints import RunCheckpoints
+from workflows.runtime.checkpoints import RunCheckpoints
 
 __all__ = ["LoopSession", "train_session", "tune_session"]
 

@@ -19,8 +19,8 @@ from msa_model.config import (
     load_yaml,
     to_dict,
 )
-from workflows.dotted import set_dotted
-from workflows.space import parse_space
+from workflows.experiment.dotted import set_dotted
+from workflows.experiment.space import parse_space
 
 __all__ = [
     "SEARCH_SPACES",
@@ -124,7 +124,7 @@ class FinalConfig:
     top_k: int = 1  # configs written by export (best_config.yaml is always the best one)
 
 
-SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"  # the shipped experiments
+SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"  # the shipped experiments
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig,

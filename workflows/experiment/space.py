@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from msa_model.config import ConfigError
-from workflows.dotted import get_dotted, with_values
+from workflows.experiment.dotted import get_dotted, with_values
 
 __all__ = ["Distribution", "parse_space", "to_tune", "config_point"]
 

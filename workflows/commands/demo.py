@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import time
 from pathlib import Path
 
 from msa_model.config import load_yaml
+from workflows.commands.options import add_cluster, add_set
 from workflows.experiment import SEARCH_SPACES, apply_overrides, parse_experiment
-from workflows.tune_cmd import run_tune
 
-__all__ = ["run_demo", "SMOKE_OVERRIDES"]
+__all__ = ["HELP", "add_arguments", "run", "run_demo", "SMOKE_OVERRIDES"]
 
-DEMO_DATA = Path("data/synth")
+HELP = "the whole pipeline on the embedded default, offline"
 DEMO_IMAGES = 1000
 SMOKE_OVERRIDES = [
     "name=demo_smoke",
@@ -23,6 +24,19 @@ SMOKE_OVERRIDES = [
     "search.num_samples=2",
     "search.scheduler.grace_period=1",
 ]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``--smoke-test``, ``--set`` and the cluster options."""
+    p.add_argument("--smoke-test", action="store_true", help="tiny sizes, about a minute")
+    add_set(p)
+    add_cluster(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo."""
+    run_demo(args.results, args.address, args.storage, args.num_cpus, args.smoke_test, args.set)
+    return 0
 
 
 def run_demo(
@@ -35,6 +49,7 @@ def run_demo(
 ) -> Path:
     """Generate the synthetic data if absent, search, run the final stage, print the result."""
     from msa_model.data import write_synthetic_dataset
+    from workflows.runtime.search import run_tune
 
     began = time.perf_counter()
     raw = load_yaml(SEARCH_SPACES / "demo.yaml")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import ray
 import ray.train
 from ray import tune
@@ -15,30 +13,28 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from msa_model.checkpoint import read_checkpoint_meta
 from msa_model.config import ConfigError
-from workflows.cluster import connect, driver_resources
-from workflows.dotted import with_values
 from workflows.experiment import Experiment, dump_experiment, parse_experiment
-from workflows.export import export_best
-from workflows.final import run_final
-from workflows.space import config_point, parse_space, to_tune
-from workflows.tensorboard import TuneTensorBoard
-from workflows.trainer import (
+from workflows.experiment.dotted import with_values
+from workflows.experiment.space import config_point, parse_space, to_tune
+from workflows.results.export import export_best
+from workflows.results.trials import history_table, trials_table
+from workflows.runtime.cluster import connect, driver_resources
+from workflows.runtime.final import run_final
+from workflows.runtime.launch import (
     absolute_data_paths,
     make_trainer,
     run_in_trial,
     storage_root,
 )
-from workflows.trials import TrialRecord, history_table, trials_table
+from workflows.runtime.records import collect_records
+from workflows.runtime.tensorboard import TuneTensorBoard
 
 __all__ = [
     "run_tune",
     "make_driver",
     "trains_in_trial",
     "concurrent_trials",
-    "collect_records",
-    "error_summary",
 ]
 
 TUNE_DIR = "tune"
@@ -109,63 +105,6 @@ def trial_retries(exp: Experiment, in_trial: bool) -> int:
     assert exp.search is not None
     counts = [exp.search.max_trial_failures] + ([exp.train.max_failures] if in_trial else [])
     return -1 if -1 in counts else sum(counts)
-
-
-def error_summary(error: BaseException) -> str:
-    """The root cause of a trial's error in one line (Ray wraps it in several layers)."""
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    causes = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception)\b.*:", ln)]
-    text = causes[-1] if causes else (lines[-1] if lines else type(error).__name__)
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)[:500]
-
-
-def _with_missing_epochs(history: pd.DataFrame) -> pd.DataFrame:
-    """Add the epochs Tune's history of a trial lacks, from its checkpoints' own record.
-
-    Every checkpoint's meta carries the run's whole history up to its epoch. Tune's history
-    misses the epochs reported before the trial was restored, and a report whose process died
-    before the driver took it; the latest checkpoint still on disk fills them in (read only
-    when epochs are missing).
-    """
-    if history.empty or "checkpoint_path" not in history or "epoch" not in history:
-        return history
-    if set(range(1, int(history["epoch"].max()) + 1)) <= set(history["epoch"]):
-        return history
-    recorded = pd.DataFrame()
-    for path in reversed(history["checkpoint_path"].dropna().tolist()):
-        try:
-            with ray.train.Checkpoint(path).as_directory() as local:
-                recorded = pd.DataFrame(read_checkpoint_meta(local).get("history", []))
-            break
-        except FileNotFoundError:  # deleted: not among the best kept
-            continue
-    if recorded.empty:
-        return history
-    missing = recorded[~recorded["epoch"].isin(history["epoch"])]
-    merged = pd.concat([history, missing], ignore_index=True)
-    return merged.sort_values("epoch", kind="stable").reset_index(drop=True)
-
-
-def collect_records(results: tune.ResultGrid) -> list[TrialRecord]:
-    """TrialRecords from a ResultGrid (params as dotted keys, per-epoch histories)."""
-    records = []
-    for result in results:
-        history = result.metrics_dataframe
-        if history is None:
-            history = pd.DataFrame()
-        history = history[[c for c in history.columns if not c.startswith("config/")]]
-        history = _with_missing_epochs(history)
-        error = result.error
-        records.append(
-            TrialRecord(
-                trial_id=(result.metrics or {}).get("trial_id") or Path(result.path).name,
-                params=dict(result.config or {}),
-                status="ERROR" if error else "TERMINATED",
-                error=None if error is None else error_summary(error),
-                history=history,
-            )
-        )
-    return records
 
 
 def _prepare_dir(out: Path, exp: Experiment, resume: bool, tune_path: str) -> None:

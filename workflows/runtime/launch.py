@@ -61,12 +61,12 @@ def scaling_config(exp: Experiment) -> ScalingConfig:
 
 
 def run_worker(loop_config: dict[str, Any]) -> None:
-    """The Train workers' entry point: :func:`workflows.worker.train_loop`, imported here.
+    """The Train workers' entry point: :func:`workflows.runtime.loop.train_loop`, imported here.
 
     Tune trial drivers build a TorchTrainer but never train; importing the worker (timm,
     transformers, the model) only inside the workers saves each trial driver ~3 CPU-seconds.
     """
-    from workflows.worker import train_loop
+    from workflows.runtime.loop import train_loop
 
     train_loop(loop_config)
 
@@ -78,9 +78,9 @@ def run_in_trial(exp: Experiment, run_dir: str, metric: str, mode: str) -> None:
     ``run_dir`` like a TorchTrainer run's (best ``checkpoint_num_to_keep`` by ``metric`` plus
     the latest). No Train controller, placement group or worker actor is started for it.
     """
-    from workflows.run_checkpoints import RunCheckpoints
-    from workflows.session import tune_session
-    from workflows.worker import train_loop
+    from workflows.runtime.checkpoints import RunCheckpoints
+    from workflows.runtime.loop import train_loop
+    from workflows.runtime.session import tune_session
 
     store = RunCheckpoints(run_dir, exp.train.checkpoint_num_to_keep, metric, mode)
     train_loop(loop_config(exp), tune_session(exp.train.use_gpu, store))
@@ -104,7 +104,7 @@ def make_trainer(
     mode: str = "max",
     callbacks: list[Any] | None = None,
 ) -> TorchTrainer:
-    """A TorchTrainer running :func:`workflows.worker.train_loop` on ``exp``.
+    """A TorchTrainer running :func:`workflows.runtime.loop.train_loop` on ``exp``.
 
     ``run_name`` must be stable (no timestamps) so a restarted run resumes from its checkpoint.
     The best ``checkpoint_num_to_keep`` checkpoints by ``metric`` are kept (plus the latest).

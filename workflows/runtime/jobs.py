@@ -1,4 +1,4 @@
-"""``msa submit CONFIG``: run ``msa tune CONFIG`` as a Ray job on a cluster.
+"""Ray jobs: ``msa tune CONFIG`` submitted to a cluster's job server (``msa submit``).
 
 A thin wrapper over :class:`ray.job_submission.JobSubmissionClient`, equivalent to::
 
@@ -15,7 +15,6 @@ them: same machine or shared storage).
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import sys
@@ -28,13 +27,10 @@ from msa_model.config import ConfigError
 __all__ = [
     "DEFAULT_ADDRESS",
     "DEFAULT_EXCLUDES",
-    "add_submit_args",
-    "finish_args",
     "default_address",
     "use_token_auth",
     "prepare_submission",
     "submit",
-    "run_submit",
 ]
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -59,62 +55,6 @@ def default_address() -> str:
         if value.startswith(("http://", "https://")):
             return value
     return DEFAULT_ADDRESS
-
-
-def add_submit_args(p: argparse.ArgumentParser) -> None:
-    """Options of ``msa submit`` (the config and ``-- tune args`` are added by the CLI)."""
-    p.add_argument(
-        "--address",
-        default=None,
-        help=f"the cluster's job server (dashboard) URL (default: RAY_API_SERVER_ADDRESS, an "
-        f"http RAY_ADDRESS, else {DEFAULT_ADDRESS})",
-    )
-    p.add_argument(
-        "--working-dir",
-        type=Path,
-        default=Path("."),
-        help="folder uploaded as the job's working dir; CONFIG must be inside it (default: .)",
-    )
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument(
-        "--exclude",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="more gitignore-style patterns not to upload (results/, data/, .venv/, .git are)",
-    )
-    p.add_argument(
-        "--wait", action="store_true", help="follow the job's logs; exit with its final status"
-    )
-
-
-def finish_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Split ``args.tune_args`` (everything after CONFIG) at ``--``.
-
-    Options before ``--`` are ``msa submit``'s own; what follows goes to ``msa tune``.
-    """
-    rest = list(args.tune_args or [])
-    if "--" in rest:
-        cut = rest.index("--")
-        own, tune_args = rest[:cut], rest[cut + 1 :]
-    else:
-        own, tune_args = rest, []
-    parser = argparse.ArgumentParser(prog="msa submit", add_help=False)
-    add_submit_args(parser)
-    later, unknown = parser.parse_known_args(own)
-    if unknown:
-        raise ConfigError(
-            f"msa submit: unrecognized arguments {' '.join(unknown)}; options for `msa tune` "
-            f"go after `--` (msa submit CONFIG [options] -- --results DIR ...)"
-        )
-    merged = argparse.Namespace(**vars(args))
-    for key, value in vars(later).items():
-        if isinstance(value, list):  # --set/--exclude given before and after CONFIG add up
-            setattr(merged, key, list(getattr(args, key, None) or []) + value)
-        elif value != parser.get_default(key):
-            setattr(merged, key, value)
-    merged.tune_args = tune_args
-    return merged
 
 
 def _config_in_working_dir(config: Path, working_dir: Path, excludes: list[str]) -> str:
@@ -324,21 +264,3 @@ def submit(
         return 130
     print(f"[msa] job {job_id} {status}", file=out, flush=True)
     return 0 if status == "SUCCEEDED" else 1
-
-
-def run_submit(args: argparse.Namespace) -> int:
-    """The ``msa submit`` command on parsed arguments."""
-    args = finish_args(args)
-    try:
-        return submit(
-            args.config,
-            address=args.address,
-            working_dir=args.working_dir,
-            sets=args.set,
-            tune_args=args.tune_args,
-            exclude=args.exclude,
-            wait=args.wait,
-        )
-    except ConnectionError as exc:
-        print(f"msa: error: {exc}", file=sys.stderr)
-        return 1

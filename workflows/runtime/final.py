@@ -11,11 +11,11 @@ import ray.train
 
 from msa_model.config import DataConfig, from_dict
 from workflows.experiment import Experiment, parse_experiment
-from workflows.export import trial_config
-from workflows.report import write_report
-from workflows.space import Distribution, config_point
-from workflows.trainer import absolute_data_paths, make_trainer
-from workflows.trials import best_row, read_table
+from workflows.experiment.space import Distribution, config_point
+from workflows.results.export import trial_config
+from workflows.results.report import write_report
+from workflows.results.trials import best_row, read_table
+from workflows.runtime.launch import absolute_data_paths, make_trainer
 
 __all__ = ["evaluate_checkpoint", "run_final"]
 

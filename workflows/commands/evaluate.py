@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
-import torch
+__all__ = ["HELP", "add_arguments", "run", "resolve_checkpoint", "run_evaluate"]
 
-from msa_model.config import DataConfig, from_dict
-from msa_model.pipeline import evaluate_split, restore_model
+HELP = "retrieval metrics of a checkpoint or a results dir"
 
-__all__ = ["resolve_checkpoint", "run_evaluate"]
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """TARGET, ``--split`` and another dataset (``--json``, ``--images``)."""
+    p.add_argument("target", type=Path, help="checkpoint folder, or results/<name>")
+    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--json", type=Path, help="evaluate on this dataset JSON instead")
+    p.add_argument("--images", type=Path, help="image folder of --json")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print each metric of the checkpoint on the split."""
+    metrics = run_evaluate(args.target, args.split, args.json, args.images)
+    for key, value in metrics.items():
+        print(f"{key:>8s} {value:6.2f}")
+    return 0
 
 
 def resolve_checkpoint(target: Path) -> Path:
@@ -32,6 +46,11 @@ def run_evaluate(
     target: Path, split: str = "val", json_path: Path | None = None, images: Path | None = None
 ) -> dict[str, float]:
     """Metrics of the checkpoint behind ``target`` on ``split`` of its own (or the given) data."""
+    import torch
+
+    from msa_model.config import DataConfig, from_dict
+    from msa_model.pipeline import evaluate_split, restore_model
+
     ckpt = resolve_checkpoint(Path(target))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, meta = restore_model(str(ckpt), device)

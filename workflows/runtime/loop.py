@@ -28,7 +28,7 @@ from msa_model.metrics import retrieval_metrics
 from msa_model.model import MSAModel
 from msa_model.pipeline import EvalSet, build_model, eval_set, load_splits, train_loader
 from workflows.experiment import Experiment, parse_experiment
-from workflows.session import LoopSession, train_session
+from workflows.runtime.session import LoopSession, train_session
 
 __all__ = ["train_loop", "distributed_evaluate", "checkpoint_meta"]
 

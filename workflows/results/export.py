@@ -9,9 +9,9 @@ from typing import Any
 import pandas as pd
 
 from msa_model.config import ConfigError, load_yaml
-from workflows.dotted import with_values
 from workflows.experiment import dump_experiment, parse_experiment
-from workflows.trials import read_table
+from workflows.experiment.dotted import with_values
+from workflows.results.trials import read_table
 
 __all__ = ["trial_config", "export_best"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from workflows.cluster import connect
 from workflows.experiment import Experiment, dump_experiment
-from workflows.tensorboard import TrainTensorBoard
-from workflows.trainer import make_trainer, storage_root
+from workflows.runtime.cluster import connect
+from workflows.runtime.launch import make_trainer, storage_root
+from workflows.runtime.tensorboard import TrainTensorBoard
 
 __all__ = ["run_train"]
 
