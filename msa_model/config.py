@@ -45,7 +45,9 @@ def _require(ok: bool, prefix: str, key: str, message: str) -> None:
 class ImageTowerConfig:
     backbone: str = "resnet18"  # timm model name, created with features_only=True
     pretrained: bool = False  # load weights from the Hugging Face cache (never downloads offline)
-    weights_file: str | None = None  # local .safetensors/.pth state dict; overrides `pretrained`
+    weights_file: str | None = None  # .safetensors/.pth state dict (a path or
+    # pkg://<package>/<file inside it>); overrides `pretrained`
+    weights_remap: bool = False  # weights_file in other key names: map its tensors by order
     num_scales: int = 4  # S: how many backbone stages feed MSA (the S deepest by default)
     stage_indices: list[int] | None = None  # explicit stages (timm out_indices); overrides S
     pool_shallow: Literal["max", "avg"] = "max"  # pooling of every stage but the deepest

@@ -8,19 +8,15 @@ one code path (NHWC outputs are permuted to NCHW).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import timm
 import torch
 from torch import nn
 
 from msa_model.config import ConfigError, ImageTowerConfig
+from msa_model.weights import WeightsNotFoundError, backbone_state_dict, check_loaded
 
 __all__ = ["ImageTower", "GatedFusion", "WeightsNotFoundError", "select_stages"]
-
-
-class WeightsNotFoundError(FileNotFoundError):
-    """Pretrained weights are not available offline; the message says how to provide them."""
 
 
 def select_stages(reductions: list[int], cfg: ImageTowerConfig) -> list[int]:
@@ -50,18 +46,23 @@ def _create_backbone(cfg: ImageTowerConfig) -> nn.Module:
     kwargs = dict(cfg.backbone_kwargs)
     pretrained = cfg.pretrained or cfg.weights_file is not None
     if cfg.weights_file is not None:
-        path = Path(cfg.weights_file).expanduser()
-        if not path.is_file():
-            raise WeightsNotFoundError(
-                f"model.image.weights_file: {path} does not exist; give the path of a "
-                f"{cfg.backbone} state dict (.safetensors, .pth or .bin)"
-            )
-        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        source, state_dict = backbone_state_dict(
+            cfg.weights_file, cfg.backbone, cfg.weights_remap, cfg.backbone_kwargs
+        )
+        kwargs["pretrained_cfg_overlay"] = {"state_dict": state_dict}
     try:
-        return timm.create_model(cfg.backbone, pretrained=pretrained, features_only=True, **kwargs)
+        backbone = timm.create_model(
+            cfg.backbone, pretrained=pretrained, features_only=True, **kwargs
+        )
+        if cfg.weights_file is not None:
+            check_loaded(backbone, state_dict, source)
+        return backbone
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise ConfigError(f"model.image.backbone: unknown timm model {cfg.backbone!r}") from exc
+        if cfg.weights_file is not None:
+            raise ConfigError(f"model.image.weights_file: {source} does not fit {cfg.backbone}: "
+                              f"{str(exc).splitlines()[0]}") from exc
         raise
     except (OSError, ValueError) as exc:  # offline hub miss: LocalEntryNotFoundError and kin
         if not pretrained or cfg.weights_file is not None:

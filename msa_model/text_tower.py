@@ -9,6 +9,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig
 
 from msa_model.config import TextTowerConfig
+from msa_model.weights import resolve_resource
 
 __all__ = ["TextTower", "ModelNotFoundError"]
 
@@ -25,9 +26,10 @@ def _load_encoder(cfg: TextTowerConfig, vocab_size: int) -> nn.Module:
         config = AutoConfig.for_model(model_type, **kwargs) if model_type else BertConfig(**kwargs)
         encoder = AutoModel.from_config(config)
     else:
-        local = Path(cfg.name).expanduser()
+        name = resolve_resource(cfg.name, "model.text.name")
+        local = Path(name).expanduser()
         try:
-            encoder = AutoModel.from_pretrained(str(local) if local.is_dir() else cfg.name)
+            encoder = AutoModel.from_pretrained(str(local) if local.is_dir() else name)
         except OSError as exc:
             raise ModelNotFoundError(
                 f"model.text.name: {cfg.name!r} is neither a local directory nor in the Hugging "

@@ -22,6 +22,7 @@ from tokenizers import (
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from msa_model.config import TextTowerConfig
+from msa_model.weights import resolve_resource
 
 __all__ = ["train_wordpiece", "load_tokenizer", "tokenizer_from_json", "build_tokenizer"]
 
@@ -88,5 +89,5 @@ def build_tokenizer(cfg: TextTowerConfig, train_captions: Sequence[str]) -> PreT
     """The tokenizer a run uses: ``cfg.tokenizer``, else the encoder's own, else WordPiece."""
     source = cfg.tokenizer or cfg.name
     if source is not None:
-        return load_tokenizer(source)
+        return load_tokenizer(resolve_resource(source, "model.text.tokenizer or model.text.name"))
     return tokenizer_from_json(train_wordpiece(train_captions, cfg.vocab_size).to_str())
