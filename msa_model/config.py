@@ -130,15 +130,49 @@ class LossConfig:
     mscma_bidirectional: bool = False  # also caption->image (reference: image->caption only)
     csmmc_temperature: float = 2.0  # T of the softmax in CSMMC (reference: 2)
     csmmc_axis: Literal["image", "caption"] = "image"  # softmax axis (reference: over images)
+    csmmc_direction: Literal["teacher_student", "student_teacher"] = "teacher_student"  # KL(
+    # teacher || scale s), or KL(scale s || teacher) as the reference code
+    csmmc_reduction: Literal["per_distribution_mean", "elementwise_mean"] = "per_distribution_mean"
+    # each scale's KL summed over the B x B entries, / B (today) or / B^2 (reference code)
+    global_loss: Literal["triplet_hardest", "triplet_sum", "triplet_warmup", "infonce"] = (
+        "triplet_hardest"
+    )  # global image-text term: hardest-negative triplet (the paper), summed-negative triplet,
+    # summed then hardest after hardest_after_epochs (VSE++ warm-up), or symmetric InfoNCE
+    hardest_after_epochs: int = 2  # triplet_warmup: epochs of triplet_sum before the hardest
+    infonce_temperature: float = 0.05  # infonce: cosine similarities are divided by it
+    infonce_learnable: bool = False  # infonce: learn the temperature (CLIP's log logit scale)
+    infonce_max_scale: float = 100.0  # infonce, learnable: 1 / temperature clamped to [1, this]
+    exclude_same_image: bool = True  # same-image pairs are not negatives (authors: false)
+    exclude_same_caption: bool = True  # pairs with the same normalised caption are not negatives
 
     def validate(self, prefix: str = "") -> None:
         _require(self.margin >= 0, prefix, "margin", f"must be >= 0, got {self.margin}")
+        _require(
+            self.hardest_after_epochs >= 0,
+            prefix,
+            "hardest_after_epochs",
+            f"must be >= 0, got {self.hardest_after_epochs}",
+        )
+        _require(
+            self.infonce_max_scale >= 1,
+            prefix,
+            "infonce_max_scale",
+            f"must be >= 1, got {self.infonce_max_scale}",
+        )
         for key in ("lambda_mscma", "lambda_csmmc"):
             _require(
                 getattr(self, key) >= 0, prefix, key, f"must be >= 0, got {getattr(self, key)}"
             )
-        for key in ("mscma_temperature", "csmmc_temperature"):
+        for key in ("mscma_temperature", "csmmc_temperature", "infonce_temperature"):
             _require(getattr(self, key) > 0, prefix, key, f"must be > 0, got {getattr(self, key)}")
+        if self.infonce_learnable:
+            _require(
+                1 / self.infonce_max_scale <= self.infonce_temperature <= 1,
+                prefix,
+                "infonce_temperature",
+                f"a learnable temperature starts in [1 / infonce_max_scale, 1] = "
+                f"[{1 / self.infonce_max_scale:g}, 1], got {self.infonce_temperature}",
+            )
 
 
 @dataclass

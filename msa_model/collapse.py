@@ -1,0 +1,125 @@
+"""Collapse of the global embeddings: per-batch diagnostics and a verdict on a run's history.
+
+A collapsed model maps every image and every caption to (nearly) one point: the mean pairwise
+cosine of a batch's embeddings nears 1, their spread nears 0, and the global loss settles at
+the value it takes when all embeddings coincide (for the summed hardest-negative triplet
+2 x B x margin).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from msa_model.config import LossConfig
+
+__all__ = ["embedding_diagnostics", "collapsed_loss", "collapse_reason"]
+
+COSINE_MAX = 0.95  # mean pairwise cosine of both modalities above this: collapsed
+LOSS_TOLERANCE = 0.01  # relative distance of the loss to its collapsed value
+LOSS_EPOCHS = 2  # consecutive epochs the loss must stay that close
+
+
+def _spread(embed: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean off-diagonal cosine and mean per-dimension std of the normalised (B, d) rows."""
+    unit = F.normalize(embed.detach().float(), dim=-1)
+    batch = unit.shape[0]
+    total = unit.sum(dim=0)
+    off_diagonal = total @ total - unit.pow(2).sum()  # sum of G[i, j], i != j, G = unit unit^T
+    cos = off_diagonal / max(1, batch * (batch - 1))
+    return cos, unit.std(dim=0, unbiased=False).mean()
+
+
+def embedding_diagnostics(image_embed: Tensor, text_embed: Tensor) -> dict[str, Tensor]:
+    """Detached collapse diagnostics of a batch's global embeddings.
+
+    Returns:
+        "diag_image_cos" / "diag_text_cos": mean cosine over pairs i != j (0 for a batch of
+        one); "diag_image_std" / "diag_text_std": mean over dimensions of the (population) std
+        across the batch of the L2-normalised embeddings (about d^-1/2 for random directions,
+        0 when collapsed).
+    """
+    image_cos, image_std = _spread(image_embed)
+    text_cos, text_std = _spread(text_embed)
+    return {
+        "diag_image_cos": image_cos,
+        "diag_text_cos": text_cos,
+        "diag_image_std": image_std,
+        "diag_text_std": text_std,
+    }
+
+
+def collapsed_loss(cfg: LossConfig, batch_size: int, epoch: int) -> tuple[float, str] | None:
+    """The training loss when every embedding coincides, and its formula.
+
+    Args:
+        cfg: The loss configuration.
+        batch_size: B.
+        epoch: 1-based epoch (the warm-up's form depends on it).
+
+    Returns:
+        ``(value, formula)``, or None when no simple value exists: the MSA terms are on, or the
+        triplet margin is 0 (collapsed and perfect are then both 0).
+    """
+    if cfg.lambda_mscma or cfg.lambda_csmmc:
+        return None
+    if cfg.global_loss == "infonce":
+        return math.log(batch_size), "log B"
+    form = cfg.global_loss
+    if form == "triplet_warmup":
+        form = "triplet_sum" if epoch <= cfg.hardest_after_epochs else "triplet_hardest"
+    if cfg.margin == 0:
+        return None
+    negatives, formula = (1, "") if form == "triplet_hardest" else (batch_size - 1, "(B-1) x ")
+    per_query = negatives * cfg.margin  # every violation is margin + s - s
+    if cfg.triplet_reduction == "sum":
+        return 2 * batch_size * per_query, f"2 x B x {formula}margin"
+    return 2 * per_query, f"2 x {formula}margin"
+
+
+def _finite(row: Mapping[str, float], key: str) -> float | None:
+    value = row.get(key)
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def collapse_reason(
+    history: Sequence[Mapping[str, float]], cfg: LossConfig, batch_size: int
+) -> str | None:
+    """One line saying why a run collapsed, at the first epoch that shows it; None otherwise.
+
+    A run collapsed at an epoch when the mean pairwise cosine of both the image and the caption
+    embeddings ("train_diag_image_cos", "train_diag_text_cos") exceeds 0.95, or when
+    "train_loss" was within 1% of :func:`collapsed_loss` in that epoch and the one before.
+
+    Args:
+        history: Epoch rows in order; "epoch" (1-based) is read when present, else the position.
+        cfg: The run's loss configuration.
+        batch_size: The training batch size B.
+    """
+    near = 0
+    for index, row in enumerate(history):
+        epoch = int(row.get("epoch", index + 1))
+        image_cos = _finite(row, "train_diag_image_cos")
+        text_cos = _finite(row, "train_diag_text_cos")
+        if image_cos is not None and text_cos is not None and min(image_cos, text_cos) > COSINE_MAX:
+            return (
+                f"collapsed at epoch {epoch}: mean pairwise cosine {image_cos:.3f} (images) and "
+                f"{text_cos:.3f} (captions) > {COSINE_MAX}"
+            )
+        collapsed = collapsed_loss(cfg, batch_size, epoch)
+        loss = _finite(row, "train_loss")
+        if collapsed is None or loss is None:
+            near = 0
+            continue
+        value, formula = collapsed
+        near = near + 1 if abs(loss - value) <= LOSS_TOLERANCE * value else 0
+        if near >= LOSS_EPOCHS:
+            return (
+                f"collapsed at epoch {epoch}: train loss {loss:.4g} within "
+                f"{LOSS_TOLERANCE:.0%} of {value:.4g} = {formula} (all embeddings equal, "
+                f"B={batch_size}) for {LOSS_EPOCHS} epochs"
+            )
+    return None
