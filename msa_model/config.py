@@ -81,6 +81,8 @@ class TextTowerConfig:
     tokenizer: str | None = None  # HF id / directory / tokenizer.json; None: train WordPiece
     vocab_size: int = 2000  # size of the WordPiece vocabulary trained on the train captions
     max_length: int = 32  # captions are truncated to this many tokens
+    padding: Literal["longest", "max_length"] = "longest"  # pad to the batch's longest caption,
+    # or always to max_length (the reference code: 31, padding then attended by MSCMAT)
     freeze: bool = False  # keep the text encoder's weights fixed
 
     def validate(self, prefix: str = "") -> None:
@@ -95,6 +97,14 @@ class MSCMATConfig:
     num_heads: int = 4  # attention heads of each per-scale cross-attention
     dropout: float = 0.0  # attention dropout
     mask_padding: bool = True  # False reproduces the reference code (padding tokens attended)
+    text_global: Literal["raw", "normalized"] = "raw"  # global text embedding added to the
+    # attended vector: as is, or L2-normalised like the triplet's (reference code)
+    own_projections: bool = False  # project the pooled stage vectors with MSCMAT's own per-scale
+    # linear layers instead of the image tower's (reference code: true)
+    shared_norms: bool = False  # one query and one key/value LayerNorm for all scales (reference
+    # code: true) instead of a pair per scale
+    init: Literal["pytorch", "reference"] = "pytorch"  # cross-attention weights: PyTorch's init,
+    # or the reference code's in_proj ~ N(0, d^-0.5), out_proj ~ N(0, d^-0.5 / sqrt(2))
 
     def validate(self, prefix: str = "") -> None:
         _require(self.num_heads >= 1, prefix, "num_heads", f"must be >= 1, got {self.num_heads}")

@@ -116,16 +116,23 @@ class ImageTower(nn.Module):
     def num_scales(self) -> int:
         return len(self.stages)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def pooled(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The S pooled stage vectors (B, C_s), shallow to deep, before any projection."""
         features = self.backbone(images)
-        scales = []
-        for proj, pool, idx in zip(self.proj, self.pools, self.stages, strict=True):
+        vectors = []
+        for pool, idx in zip(self.pools, self.stages, strict=True):
             fmap = features[idx]
             if fmap.ndim == 3:  # tokens (B, N, C)
                 fmap = fmap.transpose(1, 2).unsqueeze(-1)
             elif self.channels_last_output:
                 fmap = fmap.permute(0, 3, 1, 2)
-            vec = fmap.amax(dim=(2, 3)) if pool == "max" else fmap.mean(dim=(2, 3))
-            scales.append(proj(vec))
-        stacked = torch.stack(scales)
+            vectors.append(fmap.amax(dim=(2, 3)) if pool == "max" else fmap.mean(dim=(2, 3)))
+        return vectors
+
+    def embed(self, pooled: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project the pooled vectors: ``(global_embed (B, d), scales (S, B, d))``."""
+        stacked = torch.stack([proj(vec) for proj, vec in zip(self.proj, pooled, strict=True)])
         return self.fusion(stacked.sum(0)), stacked
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.embed(self.pooled(images))

@@ -19,8 +19,10 @@ class MSAModel(nn.Module):
 
     ``forward`` returns ``image_embed`` (B, d) and ``text_embed`` (B, d) (the global embeddings
     used for retrieval), ``image_scales`` (S, B, d), ``text_tokens`` (B, L-1, d), ``text_mask``
-    and, when ``with_scores``, the MSCMAT matching scores ``scores`` (S, B, B). The loss is not
-    computed here (see :mod:`msa_model.losses`).
+    and, when ``with_scores``, the MSCMAT matching scores ``scores`` (S, B, B). MSCMAT reads the
+    tower's projected ``image_scales`` or, with ``mscmat.own_projections``, the pooled stage
+    vectors through its own projections. The loss is not computed here (see
+    :mod:`msa_model.losses`).
     """
 
     def __init__(self, cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -29,12 +31,18 @@ class MSAModel(nn.Module):
         self.tokenizer = tokenizer
         self.image = ImageTower(cfg.image, cfg.embed_dim)
         self.text = TextTower(cfg.text, cfg.embed_dim, vocab_size=len(tokenizer))
+        mscmat = cfg.mscmat
+        widths = [p.in_features for p in self.image.proj]  # of the pooled stage vectors
         self.mscmat = MSCMAT(
             cfg.embed_dim,
             self.image.num_scales,
-            cfg.mscmat.num_heads,
-            dropout=cfg.mscmat.dropout,
-            mask_padding=cfg.mscmat.mask_padding,
+            mscmat.num_heads,
+            dropout=mscmat.dropout,
+            mask_padding=mscmat.mask_padding,
+            text_global=mscmat.text_global,
+            in_features=widths if mscmat.own_projections else None,
+            shared_norms=mscmat.shared_norms,
+            init=mscmat.init,
         )
 
     @property
@@ -42,10 +50,14 @@ class MSAModel(nn.Module):
         return self.image.num_scales
 
     def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        """Batched fast tokenization to ``input_ids`` and ``attention_mask`` (padded, truncated)."""
+        """Batched fast tokenization to ``input_ids`` and ``attention_mask``.
+
+        Captions are truncated to ``max_length`` and padded to the longest one or, with
+        ``padding: max_length``, always to ``max_length``.
+        """
         enc = self.tokenizer(
             list(captions),
-            padding=True,
+            padding="max_length" if self.cfg.text.padding == "max_length" else "longest",
             truncation=True,
             max_length=self.cfg.text.max_length,
             return_tensors="pt",
@@ -67,7 +79,8 @@ class MSAModel(nn.Module):
         attention_mask: torch.Tensor,
         with_scores: bool = True,
     ) -> dict[str, torch.Tensor]:
-        image_embed, image_scales = self.image(images)
+        pooled = self.image.pooled(images)
+        image_embed, image_scales = self.image.embed(pooled)
         text_embed, text_tokens, text_mask = self.text(input_ids, attention_mask)
         out = {
             "image_embed": image_embed,
@@ -77,5 +90,6 @@ class MSAModel(nn.Module):
             "text_mask": text_mask,
         }
         if with_scores:
-            out["scores"] = self.mscmat(image_scales, text_tokens, text_embed, text_mask)
+            mscmat_in = pooled if self.mscmat.proj is not None else image_scales
+            out["scores"] = self.mscmat(mscmat_in, text_tokens, text_embed, text_mask)
         return out

@@ -1,8 +1,8 @@
 """MSCMAT: the multi-scale cross-modal alignment transformer (all B x B matching scores).
 
-For every scale s, image i and caption j, one cross-attention with the projected image vector
-v_s(i) as the only query and the tokens of caption j as keys/values; the attended vector plus
-the global text embedding t(j), gated by v_s(i), goes through a linear scorer and a sigmoid.
+For every scale s, image i and caption j, one cross-attention with the image vector v_s(i) as
+the only query and the tokens of caption j as keys/values; the attended vector plus the global
+text embedding t(j), gated by v_s(i), goes through a linear scorer and a sigmoid.
 
 :class:`MSCMAT` computes all pairs at once. Keys and values are projected once per caption and
 the query once per image; the attention logits of all pairs come from one batched matmul per
@@ -12,12 +12,20 @@ and ``a`` is a softmax-weighted sum of value rows, so the score is a softmax-wei
 ``value_l . (W_o^T u_i)`` per head. Nothing of shape (Bi, Bt, d) is ever built; the largest
 intermediate is (heads, Bi, Bt, L).
 
+The reference code's variants are switches: ``text_global="normalized"`` adds the L2-normalised
+t(j); ``in_features`` gives MSCMAT its own per-scale projections of the pooled stage vectors;
+``shared_norms`` uses one query and one key/value LayerNorm for all scales; ``init="reference"``
+draws ``in_proj_weight ~ N(0, d^-0.5)`` and ``out_proj.weight ~ N(0, d^-0.5 / sqrt(2))``.
+
 :func:`mscmat_reference` is the literal pair-by-pair computation (caption tokens repeated for
 every image, the head's own :class:`torch.nn.MultiheadAttention` called on all pairs), kept
 for tests and benchmarks.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,22 +41,33 @@ class MSCMATHead(nn.Module):
         embed_dim: Width d of the image vectors and text features.
         num_heads: Attention heads (must divide ``embed_dim``).
         dropout: Dropout on the attention weights (training only).
+        own_norms: Give this scale its own query and key/value LayerNorms (False: the
+            :class:`MSCMAT` holds one pair shared by all scales).
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0,
+                 own_norms: bool = True) -> None:
         super().__init__()
-        self.norm_q = nn.LayerNorm(embed_dim)
-        self.norm_kv = nn.LayerNorm(embed_dim)
+        if own_norms:
+            self.norm_q = nn.LayerNorm(embed_dim)
+            self.norm_kv = nn.LayerNorm(embed_dim)
         self.attn = nn.MultiheadAttention(embed_dim, num_heads, dropout=dropout, batch_first=True)
         self.score = nn.Linear(embed_dim, 1)
 
-    def forward(self, image: Tensor, tokens: Tensor, text_global: Tensor,
+    def reference_init(self) -> None:
+        """The reference code's init: in_proj ~ N(0, d^-0.5), out_proj ~ N(0, d^-0.5 / sqrt(2))."""
+        std = self.attn.embed_dim**-0.5
+        nn.init.normal_(self.attn.in_proj_weight, std=std)
+        nn.init.normal_(self.attn.out_proj.weight, std=std * 2**-0.5)
+
+    def forward(self, image: Tensor, query: Tensor, keys_values: Tensor, text_global: Tensor,
                 key_bias: Tensor | None) -> Tensor:
         """Pre-sigmoid scores of all pairs at this scale.
 
         Args:
-            image: (Bi, d) image vectors of this scale.
-            tokens: (Bt, L, d) local text features.
+            image: (Bi, d) image vectors of this scale (the gate).
+            query: (Bi, d) the layer-normed image vectors.
+            keys_values: (Bt, L, d) the layer-normed local text features.
             text_global: (Bt, d) global text embeddings.
             key_bias: (Bt, L) additive logit bias (0 or -inf), or None for no masking.
 
@@ -56,16 +75,15 @@ class MSCMATHead(nn.Module):
             (Bi, Bt) logits; row i = image i, column j = caption j.
         """
         attn = self.attn
-        n_img, (n_txt, length, dim) = image.shape[0], tokens.shape
+        n_img, (n_txt, length, dim) = image.shape[0], keys_values.shape
         heads = attn.num_heads
         head_dim = dim // heads
         w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
         b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
 
-        q = F.linear(self.norm_q(image), w_q, b_q) * head_dim**-0.5  # (Bi, d)
-        kv = self.norm_kv(tokens)
-        k = F.linear(kv, w_k, b_k)  # (Bt, L, d)
-        v = F.linear(kv, w_v, b_v)
+        q = F.linear(query, w_q, b_q) * head_dim**-0.5  # (Bi, d)
+        k = F.linear(keys_values, w_k, b_k)  # (Bt, L, d)
+        v = F.linear(keys_values, w_v, b_v)
         u = image * self.score.weight[0]  # gate and scorer weights folded: (Bi, d)
         r = u @ attn.out_proj.weight  # W_o^T u_i: (Bi, d)
 
@@ -108,26 +126,70 @@ class MSCMAT(nn.Module):
         dropout: Attention dropout (training only).
         mask_padding: Ignore padding tokens; False reproduces the reference code, which
             attends to padding too.
+        text_global: ``"raw"`` adds the global text embedding as given; ``"normalized"`` adds
+            it L2-normalised (reference code).
+        in_features: Widths of the S pooled stage vectors; when given, MSCMAT projects them to
+            ``embed_dim`` with its own linear layers (reference code) and ``forward`` takes
+            the pooled vectors. None: ``forward`` takes already projected (S, Bi, d) vectors.
+        shared_norms: One query and one key/value LayerNorm for all scales (reference code).
+        init: ``"pytorch"`` keeps PyTorch's cross-attention init; ``"reference"`` draws the
+            reference code's normal init.
     """
 
     def __init__(self, embed_dim: int, num_scales: int, num_heads: int, dropout: float = 0.0,
-                 mask_padding: bool = True) -> None:
+                 mask_padding: bool = True, *,
+                 text_global: Literal["raw", "normalized"] = "raw",
+                 in_features: Sequence[int] | None = None, shared_norms: bool = False,
+                 init: Literal["pytorch", "reference"] = "pytorch") -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        if in_features is not None and len(in_features) != num_scales:
+            raise ValueError(f"in_features {list(in_features)} needs num_scales={num_scales} "
+                             f"widths")
+        if text_global not in ("raw", "normalized") or init not in ("pytorch", "reference"):
+            raise ValueError(f"text_global={text_global!r} / init={init!r} are not known")
         self.embed_dim = embed_dim
         self.num_scales = num_scales
         self.mask_padding = mask_padding
+        self.normalize_text_global = text_global == "normalized"
+        self.shared_norms = shared_norms
+        self.proj = None
+        if in_features is not None:
+            self.proj = nn.ModuleList(nn.Linear(c, embed_dim) for c in in_features)
+        if shared_norms:
+            self.norm_q = nn.LayerNorm(embed_dim)
+            self.norm_kv = nn.LayerNorm(embed_dim)
         self.heads = nn.ModuleList(
-            MSCMATHead(embed_dim, num_heads, dropout) for _ in range(num_scales)
+            MSCMATHead(embed_dim, num_heads, dropout, own_norms=not shared_norms)
+            for _ in range(num_scales)
         )
+        if init == "reference":
+            for head in self.heads:
+                head.reference_init()
 
-    def forward(self, image_scales: Tensor, text_tokens: Tensor, text_global: Tensor,
-                text_mask: Tensor | None) -> Tensor:
+    def norms(self, scale: int) -> tuple[nn.Module, nn.Module]:
+        """The (query, key/value) LayerNorms of ``scale``."""
+        owner = self if self.shared_norms else self.heads[scale]
+        return owner.norm_q, owner.norm_kv
+
+    def image_vectors(self, image_scales: Tensor | Sequence[Tensor]) -> list[Tensor]:
+        """The S (Bi, d) query/gate vectors: the inputs, through MSCMAT's projections if any."""
+        if self.proj is None:
+            return list(image_scales)
+        return [proj(x) for proj, x in zip(self.proj, image_scales, strict=True)]
+
+    def text_context(self, text_global: Tensor) -> Tensor:
+        """The (Bt, d) global text term added to the attended vector."""
+        return F.normalize(text_global, dim=-1) if self.normalize_text_global else text_global
+
+    def forward(self, image_scales: Tensor | Sequence[Tensor], text_tokens: Tensor,
+                text_global: Tensor, text_mask: Tensor | None) -> Tensor:
         """Matching scores of every image with every caption at every scale.
 
         Args:
-            image_scales: (S, Bi, d) projected per-scale image vectors.
+            image_scales: (S, Bi, d) projected per-scale image vectors or, with
+                ``in_features``, the S pooled stage vectors (Bi, in_features[s]).
             text_tokens: (Bt, L, d) local text features.
             text_global: (Bt, d) global text embeddings.
             text_mask: (Bt, L), 1/True marks a real token; None means all tokens are real.
@@ -141,19 +203,29 @@ class MSCMAT(nn.Module):
         if ignore is not None:
             key_bias = torch.zeros(ignore.shape, dtype=text_tokens.dtype, device=ignore.device)
             key_bias = key_bias.masked_fill(ignore, float("-inf"))
-        logits = [
-            head(image_scales[s], text_tokens, text_global, key_bias)
-            for s, head in enumerate(self.heads)
-        ]
+        images = self.image_vectors(image_scales)
+        glob = self.text_context(text_global)
+        shared_kv = self.norm_kv(text_tokens) if self.shared_norms else None
+        logits = []
+        for s, head in enumerate(self.heads):
+            norm_q, norm_kv = self.norms(s)
+            kv = shared_kv if shared_kv is not None else norm_kv(text_tokens)
+            logits.append(head(images[s], norm_q(images[s]), kv, glob, key_bias))
         return torch.sigmoid(torch.stack(logits))
 
 
-def _check_shapes(module: MSCMAT, image_scales: Tensor, text_tokens: Tensor,
+def _check_shapes(module: MSCMAT, image_scales: Tensor | Sequence[Tensor], text_tokens: Tensor,
                   text_global: Tensor, text_mask: Tensor | None) -> None:
-    s, _, d = image_scales.shape
-    if s != module.num_scales or d != module.embed_dim:
-        raise ValueError(f"image_scales {tuple(image_scales.shape)} does not match "
-                         f"num_scales={module.num_scales}, embed_dim={module.embed_dim}")
+    d = module.embed_dim
+    widths = [d] * module.num_scales if module.proj is None else [p.in_features for p in
+                                                                   module.proj]
+    got = [tuple(x.shape) for x in image_scales]
+    if len(got) != module.num_scales or any(
+        len(shape) != 2 or shape[0] != got[0][0] or shape[1] != w
+        for shape, w in zip(got, widths, strict=True)
+    ):
+        raise ValueError(f"image_scales {got} do not match num_scales={module.num_scales} "
+                         f"vectors of widths {widths}")
     n_txt, length, d_t = text_tokens.shape
     if d_t != d or tuple(text_global.shape) != (n_txt, d):
         raise ValueError(f"text_tokens {tuple(text_tokens.shape)} / text_global "
@@ -162,26 +234,30 @@ def _check_shapes(module: MSCMAT, image_scales: Tensor, text_tokens: Tensor,
         raise ValueError(f"text_mask {tuple(text_mask.shape)} != {(n_txt, length)}")
 
 
-def mscmat_reference(module: MSCMAT, image_scales: Tensor, text_tokens: Tensor,
-                     text_global: Tensor, text_mask: Tensor | None) -> Tensor:
+def mscmat_reference(module: MSCMAT, image_scales: Tensor | Sequence[Tensor],
+                     text_tokens: Tensor, text_global: Tensor,
+                     text_mask: Tensor | None) -> Tensor:
     """Pair-by-pair MSCMAT scores, for tests and benchmarks (same inputs/output as forward).
 
-    Every caption's tokens are repeated for every image and each head's own layer norms,
+    Every caption's tokens are repeated for every image and each scale's layer norms,
     :class:`~torch.nn.MultiheadAttention` and scorer run on all Bi * Bt pairs, as in the
     reference implementation. Costs Bi * Bt key/value projections per scale.
     """
     _check_shapes(module, image_scales, text_tokens, text_global, text_mask)
-    n_img = image_scales.shape[1]
+    images = module.image_vectors(image_scales)
+    n_img = images[0].shape[0]
     n_txt, length, dim = text_tokens.shape
     ignore = _key_padding(text_mask, module.mask_padding)
     tokens = text_tokens.unsqueeze(0).expand(n_img, -1, -1, -1).reshape(-1, length, dim)
-    glob = text_global.unsqueeze(0).expand(n_img, -1, -1).reshape(-1, dim)
+    glob = module.text_context(text_global)
+    glob = glob.unsqueeze(0).expand(n_img, -1, -1).reshape(-1, dim)
     pad = None if ignore is None else ignore.unsqueeze(0).expand(n_img, -1, -1).reshape(-1, length)
     out = []
     for s, head in enumerate(module.heads):
-        image = image_scales[s].unsqueeze(1).expand(-1, n_txt, -1).reshape(-1, dim)
-        kv = head.norm_kv(tokens)
-        attended, _ = head.attn(head.norm_q(image).unsqueeze(1), kv, kv, key_padding_mask=pad,
+        norm_q, norm_kv = module.norms(s)
+        image = images[s].unsqueeze(1).expand(-1, n_txt, -1).reshape(-1, dim)
+        kv = norm_kv(tokens)
+        attended, _ = head.attn(norm_q(image).unsqueeze(1), kv, kv, key_padding_mask=pad,
                                 need_weights=False)
         z = (attended.squeeze(1) + glob) * image
         out.append(torch.sigmoid(head.score(z)).view(n_img, n_txt))

@@ -34,11 +34,13 @@ def _inputs(scales: int, n_img: int, n_txt: int, length: int, dim: int, masked: 
 
 def _run(fn, module: MSCMAT, image, tokens, glob, mask, weights):
     """Scores and the gradients of every parameter and input under a weighted-sum loss."""
-    leaves = [t.detach().clone().requires_grad_(True) for t in (image, tokens, glob)]
+    images = [t.detach().clone().requires_grad_(True) for t in image]  # per-scale leaves
+    leaves = [t.detach().clone().requires_grad_(True) for t in (tokens, glob)]
     module.zero_grad(set_to_none=True)
-    scores = fn(module, *leaves, mask)
+    scores = fn(module, images, *leaves, mask)
     (scores * weights).sum().backward()
     grads = {n: p.grad.clone() for n, p in module.named_parameters()}
+    grads.update({f"image{s}": t.grad for s, t in enumerate(images)})
     grads.update({f"input{i}": t.grad for i, t in enumerate(leaves)})
     return scores.detach(), grads
 
@@ -62,6 +64,37 @@ def test_fast_equals_reference(case, masked, mask_padding):
     weights = torch.randn(scales, n_img, n_txt)
     fast, g_fast = _run(lambda m, *a: m(*a), module, *inputs, weights)
     ref, g_ref = _run(mscmat_reference, module, *inputs, weights)
+    assert fast.shape == (scales, n_img, n_txt)
+    assert (fast - ref).abs().max() <= TOL
+    assert g_fast.keys() == g_ref.keys()
+    for name in g_fast:
+        assert (g_fast[name] - g_ref[name]).abs().max() <= TOL, name
+
+
+MODES = {  # MSCMAT keyword arguments: each reference-code switch alone, then all together
+    "text_global": {"text_global": "normalized"},
+    "own_projections": {"in_features": "pooled"},
+    "shared_norms": {"shared_norms": True},
+    "init": {"init": "reference"},
+    "reference": {"text_global": "normalized", "in_features": "pooled", "shared_norms": True,
+                  "init": "reference", "mask_padding": False},
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", [CASES[1], CASES[3]])
+def test_fast_equals_reference_in_every_mode(case, mode):
+    n_img, n_txt, length, heads, scales, dim = case
+    kwargs = dict(MODES[mode])
+    image, tokens, glob, mask = _inputs(scales, n_img, n_txt, length, dim, masked=True)
+    if kwargs.get("in_features") == "pooled":  # pooled stage vectors of widths 3, 5, 7, ...
+        kwargs["in_features"] = [3 + 2 * s for s in range(scales)]
+        gen = torch.Generator().manual_seed(2)
+        image = [torch.randn(n_img, c, generator=gen) for c in kwargs["in_features"]]
+    module = _module(dim, scales, heads, **kwargs)
+    weights = torch.randn(scales, n_img, n_txt)
+    fast, g_fast = _run(lambda m, *a: m(*a), module, image, tokens, glob, mask, weights)
+    ref, g_ref = _run(mscmat_reference, module, image, tokens, glob, mask, weights)
     assert fast.shape == (scales, n_img, n_txt)
     assert (fast - ref).abs().max() <= TOL
     assert g_fast.keys() == g_ref.keys()
