@@ -200,6 +200,7 @@ class DataConfig:
     sampling: Literal["all_captions", "one_caption"] = "all_captions"  # one sample per caption
     loader_workers: int = 0  # torch DataLoader worker processes
     cache_images: bool = True  # decode each image once and keep it in memory
+    resize: Literal["bicubic", "bilinear"] = "bicubic"  # resampling filter to image_size
 
     def validate(self, prefix: str = "") -> None:
         _require(self.image_size >= 8, prefix, "image_size", f"must be >= 8, got {self.image_size}")

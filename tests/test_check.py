@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from msa_model.data import DatasetError, check_dataset, format_report
+from msa_model.config import DataConfig
+from msa_model.data import DatasetError, check_data, check_dataset, format_report
+from msa_model.data.karpathy import make_splits, read_karpathy
+from tests.test_datasets import rgb16_png
 
 
 def _entry(name: str, split: str, *captions: str) -> dict:
@@ -56,10 +60,33 @@ def test_valid_dataset_report(tmp_path: Path) -> None:
         assert expected in text, expected
 
 
-def test_report_without_val(tmp_path: Path) -> None:
+def test_report_without_val_shows_the_split_training_carves(tmp_path: Path) -> None:
     entries = [e for e in _good() if e["split"] != "val"]
-    text = format_report(check_dataset(_dataset(tmp_path, entries), tmp_path / "images"))
-    assert "no val split" in text
+    report = check_dataset(_dataset(tmp_path, entries), tmp_path / "images")
+    assert report.carved_val
+    assert {name: s.images for name, s in report.splits.items()} == \
+        {"train": 1, "val": 1, "test": 1}
+    assert "val carved out of train by image" in format_report(report)
+
+
+def test_check_data_carves_as_training_does(tmp_path: Path) -> None:
+    entries = [_entry(f"t{i}.png", "train") for i in range(10)] + [_entry("x.png", "test")]
+    path = _dataset(tmp_path, entries)
+    cfg = DataConfig(json=str(path), images=str(tmp_path / "images"), val_fraction=0.3,
+                     split_seed=5)
+    report = check_data(cfg)
+    training = make_splits(read_karpathy(path), 0.3, 5)
+    assert report.splits["train"].images == len(training["train"]) == 7
+    assert report.splits["val"].images == len(training["val"]) == 3
+
+
+def test_one_training_image_fails_as_in_training(tmp_path: Path) -> None:
+    path = _dataset(tmp_path, [_entry("a.png", "train"), _entry("d.png", "test")])
+    with pytest.raises(DatasetError, match="need at least 2"):
+        make_splits(read_karpathy(path), 0.1, 0)  # what training does
+    with pytest.raises(DatasetError, match=r"dataset.json: cannot carve a validation split "
+                                           r"from 1 training image\(s\); need at least 2"):
+        check_dataset(path, tmp_path / "images")
 
 
 def test_malformed_json(tmp_path: Path) -> None:
@@ -110,11 +137,57 @@ def test_missing_and_unreadable_images(tmp_path: Path) -> None:
     assert "images[0]" not in message
 
 
-def test_empty_split(tmp_path: Path) -> None:
+def test_empty_test_split_only_when_required(tmp_path: Path) -> None:
     entries = [e for e in _good() if e["split"] != "test"]
-    expected = r"split 'test' has no images \(train=2, val=1, test=0\)"
+    path = _dataset(tmp_path, entries)
+    report = check_dataset(path, tmp_path / "images")
+    assert "test" not in report.splits
+    assert "no test split: a run with final.enabled needs one" in format_report(report)
+    expected = r"split 'test' has no images \(train=2, val=1, test=0\); the run evaluates on test"
     with pytest.raises(DatasetError, match=expected):
-        check_dataset(_dataset(tmp_path, entries), tmp_path / "images")
+        check_dataset(path, tmp_path / "images", require_test=True)
+
+
+def test_no_training_image(tmp_path: Path) -> None:
+    path = _dataset(tmp_path, [_entry("c.png", "val"), _entry("d.png", "test")])
+    with pytest.raises(DatasetError, match="dataset.json: the dataset has no training images"):
+        check_dataset(path, tmp_path / "images")
+
+
+def test_check_decodes_images_fully(tmp_path: Path) -> None:
+    path = _dataset(tmp_path, _good())
+    jpeg = tmp_path / "images" / "b.jpg"
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(jpeg, quality=95)
+    jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
+    with Image.open(jpeg) as img:
+        img.verify()  # what check did before: passes on the truncated file
+    with pytest.raises(DatasetError) as info:
+        check_dataset(path, tmp_path / "images")
+    assert "images[1] b.jpg: unreadable (cannot decode (OSError: image file is truncated" \
+        in str(info.value)
+
+
+def test_check_refuses_a_symlink_leaving_the_folder(tmp_path: Path) -> None:
+    path = _dataset(tmp_path, _good())
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    (tmp_path / "images" / "a.png").unlink()
+    (tmp_path / "images" / "a.png").symlink_to(outside)
+    with pytest.raises(DatasetError) as info:
+        check_dataset(path, tmp_path / "images")
+    assert "images[0] a.png: a symbolic link leading outside the image folder" in str(info.value)
+    assert "secret.png" in str(info.value)
+
+
+def test_check_accepts_16_bit_and_rejects_16_bit_rgb(tmp_path: Path) -> None:
+    path = _dataset(tmp_path, _good())
+    gray16 = (np.arange(64).reshape(8, 8) * 60).astype(np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "images" / "a.png")
+    check_dataset(path, tmp_path / "images")
+    (tmp_path / "images" / "a.png").write_bytes(rgb16_png(np.full((4, 4, 3), 3000)))
+    with pytest.raises(DatasetError, match=r"images\[0\] a.png: unreadable \(3 bands of 16 bits"):
+        check_dataset(path, tmp_path / "images")
 
 
 def test_missing_image_folder(tmp_path: Path) -> None:

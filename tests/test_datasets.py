@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,87 @@ def test_store_errors_name_the_file(tmp_path: Path) -> None:
         store.load("broken.png")
     with pytest.raises(DatasetError, match="contains '..'"):
         store.load("../outside.png")
+
+
+def rgb16_png(pixels: np.ndarray) -> bytes:
+    """A PNG of 16 bits per sample in three bands (Pillow cannot write one)."""
+    height, width, _ = pixels.shape
+    rows = pixels.astype(">u2")
+    raw = b"".join(b"\x00" + rows[y].tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("name", ["g16.png", "g16.tif"])
+def test_16_bit_images_are_rescaled_by_their_range(tmp_path: Path, name: str) -> None:
+    pixels = np.array([[1000, 1000, 2020, 3040]] * 4, dtype=np.uint16)  # a 12-bit range
+    Image.fromarray(pixels).save(tmp_path / name)
+    with Image.open(tmp_path / name) as raw:
+        assert raw.mode.startswith("I;16")
+        assert np.asarray(raw.convert("RGB")).min() == 255  # Pillow alone: all white
+    image = np.asarray(ImageStore(tmp_path, image_size=None).load(name))
+    assert image.shape == (4, 4, 3)
+    assert image[0, :, 0].tolist() == [0, 0, 128, 255]  # (v - 1000) / 2040 * 255, rounded
+    assert (image == image[:, :, :1]).all()
+
+
+def test_float_tiff_is_rescaled_and_nan_becomes_zero(tmp_path: Path) -> None:
+    pixels = np.array([[-0.5, 0.0, 1.5, np.nan]] * 2, dtype=np.float32)
+    Image.fromarray(pixels).save(tmp_path / "f.tif")
+    image = np.asarray(ImageStore(tmp_path, image_size=None).load("f.tif"))
+    assert image[0, :, 1].tolist() == [0, 64, 255, 0]  # 0.5 / 2 * 255 = 63.75
+
+
+def test_multiband_16_bit_is_refused_with_file_and_mode(tmp_path: Path) -> None:
+    (tmp_path / "rgb16.png").write_bytes(rgb16_png(np.full((4, 4, 3), 3000)))
+    with pytest.raises(DatasetError, match=r"rgb16.png: 3 bands of 16 bits per sample "
+                                           r"\(raw mode RGB;16B\)"):
+        ImageStore(tmp_path).load("rgb16.png")
+
+
+def test_truncated_jpeg_bomb_and_symlink_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _image(0, 64).save(folder / "cut.jpg", quality=95)
+    data = (folder / "cut.jpg").read_bytes()
+    (folder / "cut.jpg").write_bytes(data[: len(data) // 2])
+    store = ImageStore(folder, image_size=SIZE)
+    with pytest.raises(DatasetError, match="cut.jpg: cannot decode .*truncated.*listed as"):
+        store.load("cut.jpg")
+    _image(1).save(tmp_path / "outside.png")
+    (folder / "link.png").symlink_to(tmp_path / "outside.png")
+    with pytest.raises(DatasetError, match="link.png: a symbolic link leading outside"):
+        store.load("link.png")
+    _image(2).save(folder / "real.png")
+    (folder / "alias.png").symlink_to("real.png")
+    assert store.load("alias.png").size == (SIZE, SIZE)  # a link within the folder is fine
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 24 x 24 = 576 > 2 x 100
+    with pytest.raises(DatasetError, match="real.png: refused as a possible decompression bomb"):
+        store.load("real.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 576 > 500: Pillow only warns
+    with pytest.raises(DatasetError, match="decompression bomb"):
+        ImageStore(folder).load("real.png")
+
+
+def test_resize_filter(tmp_path: Path) -> None:
+    _image(3).save(tmp_path / "x.png")
+    bicubic = ImageStore(tmp_path, image_size=SIZE).load("x.png")
+    bilinear = ImageStore(tmp_path, image_size=SIZE, resize="bilinear").load("x.png")
+    with Image.open(tmp_path / "x.png") as source:
+        expected = source.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+    assert np.array_equal(np.asarray(bilinear), np.asarray(expected))
+    assert not np.array_equal(np.asarray(bicubic), np.asarray(bilinear))
+    assert ImageStore.from_config(_cfg(resize="bilinear")).resize == "bilinear"
+    transform = build_transform(_cfg(resize="bilinear"), train=False)
+    assert transform.resize == "bilinear"
 
 
 def test_store_preload(folder: tuple[Path, list[ImageRecord]]) -> None:

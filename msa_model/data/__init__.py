@@ -3,7 +3,13 @@ embedded synthetic remote-sensing generator."""
 
 from __future__ import annotations
 
-from msa_model.data.check import DatasetReport, SplitStats, check_dataset, format_report
+from msa_model.data.check import (
+    DatasetReport,
+    SplitStats,
+    check_data,
+    check_dataset,
+    format_report,
+)
 from msa_model.data.datasets import (
     EvalImages,
     ImageStore,
@@ -13,6 +19,7 @@ from msa_model.data.datasets import (
     collate,
     eval_captions,
 )
+from msa_model.data.images import ImageReadError, read_rgb
 from msa_model.data.karpathy import (
     SPLITS,
     DatasetError,
@@ -34,6 +41,7 @@ __all__ = [
     "DatasetError",
     "DatasetReport",
     "EvalImages",
+    "ImageReadError",
     "ImageRecord",
     "ImageStore",
     "ImageTransform",
@@ -41,6 +49,7 @@ __all__ = [
     "SplitStats",
     "TrainPairs",
     "build_transform",
+    "check_data",
     "check_dataset",
     "collate",
     "describe",
@@ -49,5 +58,6 @@ __all__ = [
     "generate_scene",
     "make_splits",
     "read_karpathy",
+    "read_rgb",
     "write_synthetic_dataset",
 ]

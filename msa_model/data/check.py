@@ -1,4 +1,9 @@
-"""Dataset validation for ``msa data check``: structure, image files, and a summary report."""
+"""Dataset validation for ``msa data check`` and for drivers before any training starts.
+
+:func:`check_data` applies the rules training applies (the same reader, the same split carving
+of :func:`~msa_model.data.karpathy.make_splits`, the same image decoding and path checks as
+:class:`~msa_model.data.datasets.ImageStore`), so a dataset that passes it does not fail later.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,12 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from msa_model.config import DataConfig
+from msa_model.data.datasets import ImageStore
+from msa_model.data.images import ImageReadError, read_rgb
+from msa_model.data.karpathy import DatasetError, ImageRecord, make_splits, read_karpathy
 
-from msa_model.data.karpathy import SPLITS, DatasetError, ImageRecord, read_karpathy
-
-__all__ = ["DatasetReport", "SplitStats", "check_dataset", "format_report"]
+__all__ = ["DatasetReport", "SplitStats", "check_data", "check_dataset", "format_report"]
 
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 _MAX_LISTED = 5
@@ -41,7 +47,9 @@ class DatasetReport:
     Attributes:
         json_path: The dataset JSON.
         image_dir: The image folder.
-        splits: Statistics of each split present (``train``, ``val``, ``test`` order).
+        splits: Statistics of each non-empty split as training sees it (``train``, ``val``,
+            ``test`` order), after a validation split is carved out of train.
+        carved_val: The validation split was carved out of train (the file lists none).
         duplicate_captions: Caption texts (compared case- and space-insensitively) that occur
             more than once in the whole dataset.
         duplicate_examples: Up to five (caption, occurrences), most frequent first.
@@ -52,6 +60,7 @@ class DatasetReport:
     json_path: Path
     image_dir: Path
     splits: dict[str, SplitStats]
+    carved_val: bool
     duplicate_captions: int
     duplicate_examples: tuple[tuple[str, int], ...]
     images_repeating_a_caption: int
@@ -77,24 +86,28 @@ def _list_files(image_dir: Path) -> set[str]:
     return {p.relative_to(image_dir).as_posix() for p in image_dir.rglob("*") if p.is_file()}
 
 
-def _image_problem(path: Path) -> str | None:
+def _image_problem(store: ImageStore, filename: str) -> str | None:
+    try:
+        path = store.path(filename)
+    except DatasetError as exc:
+        return str(exc).removeprefix(f"{store.image_dir / filename}: ")
     if not path.exists():
         return "missing"
     if not path.is_file():
         return "not a file"
     try:
-        with Image.open(path) as img:
-            img.verify()
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
-        return f"unreadable ({type(exc).__name__}: {exc})"
+        read_rgb(path)
+    except ImageReadError as exc:
+        return f"unreadable ({exc.reason})"
     return None
 
 
 def _check_images(records: list[ImageRecord], image_dir: Path, files: set[str]) -> None:
     by_lower: dict[str, str] = {f.lower(): f for f in files}
+    store = ImageStore(image_dir, cache=False)
     problems = []
     for index, record in enumerate(records):
-        problem = _image_problem(image_dir / record.filename)
+        problem = _image_problem(store, record.filename)
         if problem is None:
             continue
         if problem == "missing" and record.filename.lower() in by_lower:
@@ -108,28 +121,33 @@ def _check_images(records: list[ImageRecord], image_dir: Path, files: set[str]) 
                            f"{image_dir}:\n  {shown}{more}")
 
 
-def check_dataset(json_path: str | Path, image_dir: str | Path) -> DatasetReport:
-    """Validate a Karpathy-style dataset and its image folder.
+def check_data(cfg: DataConfig, require_test: bool = False) -> DatasetReport:
+    """Validate the dataset of a data config as training will read it.
 
     Args:
-        json_path: The dataset JSON.
-        image_dir: The folder its filenames are relative to.
+        cfg: The data section (``json``, ``images``, ``val_fraction``, ``split_seed``).
+        require_test: Also require a non-empty test split (a run that evaluates on test).
 
     Returns:
         Per-split counts and caption statistics (see :func:`format_report`).
 
     Raises:
         DatasetError: Malformed JSON, a missing key, an unknown split, an empty caption, an
-            unsafe or repeated filename (all from :func:`read_karpathy`), an empty train or test
-            split, or listed images that are missing or fail PIL's verification.
+            unsafe or repeated filename (all from :func:`read_karpathy`), splits training
+            rejects (:func:`make_splits`: no training image, too few to carve a validation
+            split), an empty test split when required, or listed images that are missing, leave
+            the folder by a symbolic link, or do not decode completely to 8-bit RGB.
     """
-    json_path, image_dir = Path(json_path), Path(image_dir)
+    json_path, image_dir = Path(cfg.json), Path(cfg.images)
     records = read_karpathy(json_path)
-    by_split = {name: [r for r in records if r.split == name] for name in SPLITS}
-    counts = ", ".join(f"{name}={len(rs)}" for name, rs in by_split.items())
-    for name in ("train", "test"):
-        if not by_split[name]:
-            raise DatasetError(f"{json_path}: split '{name}' has no images ({counts})")
+    try:
+        by_split = make_splits(records, cfg.val_fraction, cfg.split_seed)
+    except DatasetError as exc:
+        raise DatasetError(f"{json_path}: {exc}") from exc
+    if require_test and not by_split["test"]:
+        counts = ", ".join(f"{name}={len(rs)}" for name, rs in by_split.items())
+        raise DatasetError(f"{json_path}: split 'test' has no images ({counts}); the run "
+                           "evaluates on test (final.enabled)")
     if not image_dir.is_dir():
         raise DatasetError(f"{image_dir}: image folder not found")
     files = _list_files(image_dir)
@@ -143,11 +161,22 @@ def check_dataset(json_path: str | Path, image_dir: str | Path) -> DatasetReport
         json_path=json_path,
         image_dir=image_dir,
         splits={name: _split_stats(rs) for name, rs in by_split.items() if rs},
+        carved_val=not any(r.split == "val" for r in records),
         duplicate_captions=len(duplicates),
         duplicate_examples=tuple(duplicates[:_MAX_LISTED]),
         images_repeating_a_caption=repeating,
         unlisted_files=len(files - {r.filename for r in records}),
     )
+
+
+def check_dataset(
+    json_path: str | Path, image_dir: str | Path, require_test: bool = False,
+    val_fraction: float = DataConfig.val_fraction, split_seed: int = DataConfig.split_seed,
+) -> DatasetReport:
+    """:func:`check_data` of a JSON and image folder, with training's default split settings."""
+    cfg = DataConfig(json=str(json_path), images=str(image_dir), val_fraction=val_fraction,
+                     split_seed=split_seed)
+    return check_data(cfg, require_test)
 
 
 def format_report(report: DatasetReport) -> str:
@@ -174,8 +203,10 @@ def format_report(report: DatasetReport) -> str:
         per_image = str(lo) if lo == hi else f"{lo}-{hi}"
         lines.append(f"{name:<6} {s.images:>7} {s.captions:>9} {per_image:>9}   "
                      f"{s.words[0]} / {s.words[1]:.1f} / {s.words[2]}")
-    if "val" not in report.splits:
-        lines.append("(no val split: training carves one out of train, by image)")
+    if report.carved_val:
+        lines.append("(val carved out of train by image, as training does: the file lists none)")
+    if "test" not in report.splits:
+        lines.append("(no test split: a run with final.enabled needs one)")
     lines.append("")
     if report.duplicate_captions:
         lines.append(f"duplicate captions: {report.duplicate_captions} caption texts occur more "

@@ -13,10 +13,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from msa_model.config import DataConfig
+from msa_model.data.images import ImageReadError, read_rgb
 from msa_model.data.karpathy import DatasetError, ImageRecord, unsafe_filename_reason
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 Sampling = Literal["all_captions", "one_caption"]
+Resize = Literal["bicubic", "bilinear"]
+_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
 class ImageTransform:
@@ -39,15 +42,16 @@ class ImageTransform:
     torch's global generator (seeded per worker by the DataLoader).
 
     Args:
-        size: Output side length; images of another size are resized (bicubic).
+        size: Output side length; images of another size are resized with ``resize``.
         mean: Per-channel mean, on the [0, 1] scale.
         std: Per-channel standard deviation.
         augment: Any of ``"hflip"``, ``"vflip"`` (each with probability 0.5) and ``"rot90"``
             (a uniformly drawn multiple of 90 degrees); empty for evaluation.
+        resize: Resampling filter, ``"bicubic"`` or ``"bilinear"``.
     """
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float],
-                 augment: Sequence[str] = ()) -> None:
+                 augment: Sequence[str] = (), resize: Resize = "bicubic") -> None:
         unknown = set(augment) - {"hflip", "vflip", "rot90"}
         if unknown:
             raise ValueError(f"unknown augmentation(s): {sorted(unknown)}")
@@ -55,12 +59,13 @@ class ImageTransform:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.augment = tuple(augment)
+        self.resize = resize
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         if image.mode != "RGB":
             image = image.convert("RGB")
         if image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), Image.Resampling.BICUBIC)
+            image = image.resize((self.size, self.size), _FILTERS[self.resize])
         x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
         if "hflip" in self.augment and torch.rand(()) < 0.5:
             x = x.flip(2)
@@ -80,14 +85,19 @@ def build_transform(cfg: DataConfig, train: bool) -> Callable[[Image.Image], tor
     """The image transform of a data config: resize, to tensor, normalise (+ ``cfg.augment``).
 
     Args:
-        cfg: Data section (``image_size``, ``mean``, ``std``, ``augment``).
+        cfg: Data section (``image_size``, ``mean``, ``std``, ``augment``, ``resize``).
         train: Apply the random augmentations; evaluation transforms are deterministic.
     """
-    return ImageTransform(cfg.image_size, cfg.mean, cfg.std, cfg.augment if train else ())
+    return ImageTransform(cfg.image_size, cfg.mean, cfg.std, cfg.augment if train else (),
+                          cfg.resize)
 
 
 class ImageStore:
     """Loads RGB images by filename from a folder, optionally caching them decoded and resized.
+
+    Files are decoded by :func:`~msa_model.data.images.read_rgb` (high bit depths rescaled,
+    truncated files and decompression bombs refused); a filename that leaves the folder, by
+    ``..``, an absolute path or a symbolic link, is refused.
 
     The cache holds uint8 arrays of ``image_size`` squared, so later epochs neither decode nor
     resize. With DataLoader workers each worker fills its own copy; call :meth:`preload` in the
@@ -97,19 +107,22 @@ class ImageStore:
         image_dir: Folder the dataset's filenames are relative to.
         image_size: Resize images to this square size on load (None keeps the original size).
         cache: Keep decoded images in memory.
+        resize: Resampling filter, ``"bicubic"`` or ``"bilinear"``.
     """
 
     def __init__(self, image_dir: str | Path, image_size: int | None = None,
-                 cache: bool = True) -> None:
+                 cache: bool = True, resize: Resize = "bicubic") -> None:
         self.image_dir = Path(image_dir)
         self.image_size = image_size
         self.cache = cache
+        self.resize = resize
         self._cache: dict[str, np.ndarray] = {}
+        self._root: Path | None = None
 
     @classmethod
     def from_config(cls, cfg: DataConfig) -> ImageStore:
         """A store for ``cfg.images`` at ``cfg.image_size``, caching per ``cfg.cache_images``."""
-        return cls(cfg.images, cfg.image_size, cfg.cache_images)
+        return cls(cfg.images, cfg.image_size, cfg.cache_images, cfg.resize)
 
     def path(self, filename: str) -> Path:
         """The file of ``filename``; raises DatasetError when it would leave the folder."""
@@ -117,23 +130,24 @@ class ImageStore:
         if reason is not None:
             raise DatasetError(f"{filename}: filename {reason}; it must be relative to "
                                f"the image folder {self.image_dir}")
-        return self.image_dir / filename
+        path = self.image_dir / filename
+        if self._root is None:
+            self._root = self.image_dir.resolve()
+        target = path.resolve()
+        if not target.is_relative_to(self._root):
+            raise DatasetError(f"{path}: a symbolic link leading outside the image folder "
+                               f"{self.image_dir} (to {target}); copy the file in instead")
+        return path
 
     def _decode(self, filename: str) -> np.ndarray:
         path = self.path(filename)
         try:
-            with Image.open(path) as img:
-                img = img.convert("RGB")
-                if self.image_size is not None and img.size != (self.image_size,) * 2:
-                    img = img.resize((self.image_size,) * 2, Image.Resampling.BICUBIC)
-                return np.asarray(img, dtype=np.uint8)
-        except FileNotFoundError as exc:
-            raise DatasetError(f"{path}: image not found (listed as {filename!r})") from exc
-        except UnidentifiedImageError as exc:
-            raise DatasetError(f"{path}: not a readable image (listed as {filename!r})") from exc
-        except OSError as exc:
-            raise DatasetError(f"{path}: cannot read image (listed as {filename!r}): "
-                               f"{exc}") from exc
+            img = read_rgb(path)
+        except ImageReadError as exc:
+            raise DatasetError(f"{exc} (listed as {filename!r})") from exc
+        if self.image_size is not None and img.size != (self.image_size,) * 2:
+            img = img.resize((self.image_size,) * 2, _FILTERS[self.resize])
+        return np.asarray(img, dtype=np.uint8)
 
     def load(self, filename: str) -> Image.Image:
         """The image ``filename`` as RGB, resized to ``image_size`` when set."""
