@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from msa_model.data import (
+    DatasetError,
     check_dataset,
     describe,
     generate_scene,
@@ -128,3 +129,37 @@ def test_scene_is_deterministic() -> None:
     b_img, b = generate_scene(np.random.default_rng(11), 64)
     assert a == b and a_img.tobytes() == b_img.tobytes()
     assert describe(a, np.random.default_rng(1)) == describe(b, np.random.default_rng(1))
+
+
+def test_refuses_existing_folders_unless_overwriting_its_own(tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetError, match="holds no synthetic dataset written by msa"):
+        write_synthetic_dataset(other, num_images=3, size=32)
+    with pytest.raises(DatasetError, match="holds no synthetic dataset written by msa"):
+        write_synthetic_dataset(other, num_images=3, size=32, overwrite=True)
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+    out = tmp_path / "synth"
+    write_synthetic_dataset(out, num_images=6, size=32, seed=0)
+    before = (out / "dataset.json").read_bytes()
+    with pytest.raises(DatasetError, match=r"holds a synthetic dataset already; pass overwrite"):
+        write_synthetic_dataset(out, num_images=3, size=32, seed=1)
+    assert (out / "dataset.json").read_bytes() == before
+    (out / "README.txt").write_text("kept")
+    write_synthetic_dataset(out, num_images=3, size=32, seed=1, overwrite=True)
+    assert sorted(p.name for p in (out / "images").iterdir()) == \
+        [f"synth_{i:05d}.png" for i in range(3)]  # the 3 images of the old run beyond 3 removed
+    assert json.loads((out / "dataset.json").read_text())["generator"]["seed"] == 1
+    assert (out / "README.txt").read_text() == "kept"
+
+
+def test_interrupted_write_is_completed_and_zero_images_refused(tmp_path: Path) -> None:
+    write_synthetic_dataset(tmp_path / "a", num_images=4, size=32)
+    (tmp_path / "a" / "dataset.json").unlink()  # as if stopped before the JSON
+    write_synthetic_dataset(tmp_path / "a", num_images=4, size=32)
+    assert len(read_karpathy(tmp_path / "a" / "dataset.json")) == 4
+    with pytest.raises(ValueError, match="num_images must be >= 1, got 0"):
+        write_synthetic_dataset(tmp_path / "b", num_images=0)
+    assert not (tmp_path / "b").exists()
