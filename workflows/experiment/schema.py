@@ -95,6 +95,11 @@ class SearcherConfig:
 
 
 @dataclass
+class BaselineConfig:
+    label: str = "baseline (the experiment's own values)"  # the report's name for the first trial
+
+
+@dataclass
 class SearchConfig:
     metric: str = "val_mr"  # reported metric to optimise (validation split only)
     mode: Literal["max", "min"] = "max"
@@ -102,6 +107,7 @@ class SearchConfig:
     max_concurrent_trials: int | None = None  # None: as many as the cluster's resources allow
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     searcher: SearcherConfig = field(default_factory=SearcherConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)  # the start_with_config trial
     max_trial_failures: int = 0  # Tune-level retries of a failed trial
     space: dict[str, Any] = field(default_factory=dict)  # dotted key -> {distribution: args}
 
