@@ -7,6 +7,7 @@ offending key by its dotted path (``model.image.num_scales``), so a YAML typo ne
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -53,7 +54,8 @@ class ImageTowerConfig:
     pool_shallow: Literal["max", "avg"] = "max"  # pooling of every stage but the deepest
     pool_deepest: Literal["max", "avg"] = "avg"  # pooling of the deepest stage
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm kwargs
-    freeze_backbone: bool = False  # train only the projections and heads
+    freeze_backbone: bool = False  # train only the projections and heads (backbone in eval mode)
+    cache_frozen: bool = False  # memoise the frozen backbone's pooled vectors per image
 
     def validate(self, prefix: str = "") -> None:
         _require(self.num_scales >= 1, prefix, "num_scales", f"must be >= 1, got {self.num_scales}")
@@ -65,6 +67,12 @@ class ImageTowerConfig:
                 "stage_indices",
                 f"repeats a stage: {self.stage_indices}",
             )
+        _require(
+            self.freeze_backbone or not self.cache_frozen,
+            prefix,
+            "cache_frozen",
+            "needs freeze_backbone: true (a trained backbone's features change every step)",
+        )
 
 
 @dataclass
@@ -83,12 +91,20 @@ class TextTowerConfig:
     max_length: int = 32  # captions are truncated to this many tokens
     padding: Literal["longest", "max_length"] = "longest"  # pad to the batch's longest caption,
     # or always to max_length (the reference code: 31, padding then attended by MSCMAT)
-    freeze: bool = False  # keep the text encoder's weights fixed
+    freeze: bool = False  # keep the text encoder's weights fixed (and in eval mode)
+    cache_frozen: bool = False  # memoise the frozen encoder's states per caption (pairs well
+    # with padding: max_length, which gives a caption the same tokens in every batch)
 
     def validate(self, prefix: str = "") -> None:
         _require(self.max_length >= 2, prefix, "max_length", f"must be >= 2, got {self.max_length}")
         _require(
             self.vocab_size >= 100, prefix, "vocab_size", f"must be >= 100, got {self.vocab_size}"
+        )
+        _require(
+            self.freeze or not self.cache_frozen,
+            prefix,
+            "cache_frozen",
+            "needs freeze: true (a trained encoder's states change every step)",
         )
 
 
@@ -305,6 +321,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -342,20 +360,67 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with safe loading; errors name the file (and line when known)."""
+    """Read a UTF-8 YAML mapping with safe loading; errors name the file (and line when known).
+
+    Aliases are allowed while the document they expand to stays under ``YAML_MAX_NODES`` nodes
+    (a few kilobytes of nested aliases can otherwise expand to gigabytes); recursive ones are
+    refused.
+    """
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8"
+        ) from None
+    try:
+        _check_expansion(yaml.compose(text, Loader=yaml.SafeLoader), path)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
+
+
+YAML_MAX_NODES = 100_000  # nodes of a YAML document once its aliases are expanded
+
+
+def _check_expansion(root: yaml.Node | None, path: Path) -> None:
+    """Refuse a composed document whose aliases expand past ``YAML_MAX_NODES`` or recurse."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:  # an alias: the node again, counted again
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            raise ConfigError(f"{path}: a YAML alias refers to itself (recursive anchor)")
+        open_nodes.add(id(node))
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(key) + size(value) for key, value in node.value)
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        if total > YAML_MAX_NODES:
+            raise ConfigError(
+                f"{path}: YAML aliases expand to more than {YAML_MAX_NODES} nodes; "
+                "write the values out instead"
+            )
+        return total
+
+    if root is not None:
+        size(root)

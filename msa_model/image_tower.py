@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from msa_model.config import ConfigError, ImageTowerConfig
+from msa_model.frozen import FeatureMemo, keep_frozen
 from msa_model.weights import WeightsNotFoundError, backbone_state_dict, check_loaded
 
 __all__ = ["ImageTower", "GatedFusion", "WeightsNotFoundError", "select_stages"]
@@ -109,8 +110,14 @@ class ImageTower(nn.Module):
         self.pools = [cfg.pool_shallow] * (len(self.stages) - 1) + [cfg.pool_deepest]
         self.proj = nn.ModuleList(nn.Linear(channels[i], embed_dim) for i in self.stages)
         self.fusion = GatedFusion(embed_dim)
-        if cfg.freeze_backbone:
-            self.backbone.requires_grad_(False)
+        self.freeze = cfg.freeze_backbone
+        keep_frozen(self.backbone if self.freeze else None)
+        self._memo = FeatureMemo(self._pool) if cfg.cache_frozen else None
+
+    def train(self, mode: bool = True) -> ImageTower:
+        super().train(mode)
+        keep_frozen(self.backbone if self.freeze else None)
+        return self
 
     @property
     def num_scales(self) -> int:
@@ -118,6 +125,9 @@ class ImageTower(nn.Module):
 
     def pooled(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The S pooled stage vectors (B, C_s), shallow to deep, before any projection."""
+        return self._pool(images) if self._memo is None else self._memo(images)
+
+    def _pool(self, images: torch.Tensor) -> list[torch.Tensor]:
         features = self.backbone(images)
         vectors = []
         for pool, idx in zip(self.pools, self.stages, strict=True):

@@ -9,6 +9,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, BertConfig
 
 from msa_model.config import TextTowerConfig
+from msa_model.frozen import FeatureMemo, keep_frozen
 from msa_model.weights import resolve_resource
 
 __all__ = ["TextTower", "ModelNotFoundError"]
@@ -57,13 +58,24 @@ class TextTower(nn.Module):
         hidden = self.encoder.config.hidden_size
         self.global_proj = nn.Linear(hidden, embed_dim) if hidden != embed_dim else nn.Identity()
         self.token_proj = nn.Linear(hidden, embed_dim) if hidden != embed_dim else nn.Identity()
-        if cfg.freeze:
-            self.encoder.requires_grad_(False)
+        self.freeze = cfg.freeze
+        keep_frozen(self.encoder if self.freeze else None)
+        self._memo = FeatureMemo(self._states) if cfg.cache_frozen else None
+
+    def train(self, mode: bool = True) -> TextTower:
+        super().train(mode)
+        keep_frozen(self.encoder if self.freeze else None)
+        return self
+
+    def _states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        return [out.last_hidden_state]
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        memo = self._states if self._memo is None else self._memo
+        (states,) = memo(input_ids, attention_mask)
         return (
             self.global_proj(states[:, 0]),
             self.token_proj(states[:, 1:]),
