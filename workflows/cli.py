@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from types import ModuleType
 
 from msa_model.config import ConfigError
 from workflows.commands import data, demo, evaluate, export, submit, train, tune
+from workflows.errors import NoTrialReported, ResultsFolderError, SearchInterrupted
 
-__all__ = ["COMMANDS", "main", "build_parser"]
+__all__ = ["COMMANDS", "main", "build_parser", "exit_status"]
+
+DEBUG_HELP = "on an error, print the traceback too"
 
 # verb -> its module: HELP, add_arguments(parser), run(args) -> exit status (DESCRIPTION optional)
 COMMANDS: dict[str, ModuleType] = {
@@ -25,32 +29,67 @@ COMMANDS: dict[str, ModuleType] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of every verb in :data:`COMMANDS`."""
+    """The parser of every verb in :data:`COMMANDS`; ``--debug`` goes before or after the verb."""
     parser = argparse.ArgumentParser(prog="msa", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, command in COMMANDS.items():
         p = sub.add_parser(
             name, help=command.HELP, description=getattr(command, "DESCRIPTION", None)
         )
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         command.add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``msa``; returns the exit status (2: bad config or arguments, 1: other failure)."""
+    """Run ``msa``; returns the exit status.
+
+    0: done; 1: a known failure (bad data, a missing file, a refused folder, failed trials);
+    2: bad arguments or config; 130: interrupted. Known failures print ``msa: error: ...``
+    only; ``--debug`` adds the traceback.
+    """
     args = build_parser().parse_args(argv)
     # every trial's per-epoch line matters: Ray's log deduplication would fold them together
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    from msa_model.data import DatasetError
-
     try:
         return COMMANDS[args.command].run(args)
-    except ConfigError as exc:
-        print(f"msa: config error: {exc}", file=sys.stderr)
+    except (KeyboardInterrupt, SearchInterrupted) as exc:
+        _report(args, str(exc) or "interrupted")
+        return 130
+    except BaseException as exc:
+        status = exit_status(exc)
+        if status is None:
+            raise
+        _report(args, str(exc) or type(exc).__name__)
+        return status
+
+
+def exit_status(exc: BaseException) -> int | None:
+    """The exit status of a known error (2: config or arguments, 1: others), None otherwise."""
+    from msa_model.checkpoint import CheckpointError
+    from msa_model.data import DatasetError
+    from workflows.results.test_reads import TestAlreadyRead
+
+    if isinstance(exc, ConfigError):
         return 2
-    except (DatasetError, FileNotFoundError) as exc:
-        print(f"msa: error: {exc}", file=sys.stderr)
-        return 1
+    known = (
+        DatasetError,
+        CheckpointError,
+        TestAlreadyRead,
+        NoTrialReported,
+        ResultsFolderError,
+        FloatingPointError,  # a non-finite loss
+        ConnectionError,
+        OSError,  # missing or unreadable files, a full disk, refused permissions
+    )
+    return 1 if isinstance(exc, known) else None
+
+
+def _report(args: argparse.Namespace, message: str) -> None:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    print(f"msa: error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,13 @@ HELP = "one Ray Train run of an experiment"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """CONFIG, ``--set`` and the cluster options."""
+    """CONFIG, ``--set``, ``--resume``, ``--overwrite`` and the cluster options."""
     p.add_argument("config", type=Path)
     add_set(p)
+    p.add_argument("--resume", action="store_true", help="continue the run results/<name> holds")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace results/<name> (only one msa created)"
+    )
     add_cluster(p)
 
 
@@ -25,7 +29,15 @@ def run(args: argparse.Namespace) -> int:
     from workflows.runtime.train import run_train
 
     exp = load_experiment(args.config, args.set)
-    summary = run_train(exp, args.results, args.address, args.storage, args.num_cpus)
+    summary = run_train(
+        exp,
+        args.results,
+        args.address,
+        args.storage,
+        args.num_cpus,
+        resume=args.resume,
+        overwrite=args.overwrite,
+    )
     best = summary["best"]
     print(
         f"[msa] best epoch {summary['best_epoch']}: val mR {best.get('val_mr', float('nan')):.2f}"

@@ -1,8 +1,10 @@
 """The record of test-split reads: each model's test metrics are computed once, ever.
 
-The record is ``<final dir>/test_reads.json``: one entry per model key, with the time of each
-read. A second read of the same model is refused unless asked for (``--reread-test``), so the
-test split cannot quietly become a selection set.
+The record is ``<final dir>/test_reads.json``: per model key, every read with the time it
+started and the time its results were written (``finished``, None while running or when the
+process died first). A second read of a model whose earlier read finished is refused unless
+asked for (``--reread-test``), so the test split cannot quietly become a selection set. A read
+that never finished produced no result anyone saw, so it does not count.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RECORD", "TestAlreadyRead", "claim_test_read", "recorded_reads"]
+__all__ = ["RECORD", "TestAlreadyRead", "claim_test_read", "finish_test_read", "recorded_reads"]
 
 RECORD = "test_reads.json"
 
@@ -24,8 +26,8 @@ class TestAlreadyRead(RuntimeError):
     __test__ = False  # not a pytest test class
 
 
-def recorded_reads(final_dir: Path) -> dict[str, list[str]]:
-    """Model key -> the times (ISO 8601, UTC) its test split was read; empty without a record."""
+def recorded_reads(final_dir: Path) -> dict[str, list[dict[str, str | None]]]:
+    """Model key -> its reads (``started``, ``finished``: ISO 8601 UTC); empty without a record."""
     path = Path(final_dir) / RECORD
     if not path.is_file():
         return {}
@@ -42,27 +44,43 @@ def recorded_reads(final_dir: Path) -> dict[str, list[str]]:
 
 
 def claim_test_read(final_dir: Path, model_key: str, reread: bool = False) -> None:
-    """Record a read of the test split for ``model_key``, before reading it.
+    """Record that the test split is about to be read for ``model_key``.
+
+    Call it right before the evaluation and :func:`finish_test_read` once its results are
+    written.
 
     Args:
         final_dir: The folder of the final stage (``results/<name>/final``); created if missing.
         model_key: What identifies the model tested, e.g. ``"<trial id>:<checkpoint>"``.
-        reread: Allow a second read of the same model (recorded too).
+        reread: Allow another read of a model already read (recorded too).
 
     Raises:
-        TestAlreadyRead: The model's test split was read before and ``reread`` is False.
+        TestAlreadyRead: A read of the model finished before and ``reread`` is False.
     """
-    final_dir = Path(final_dir)
     reads = recorded_reads(final_dir)
     earlier = reads.get(model_key, [])
-    if earlier and not reread:
+    done = [read["finished"] for read in earlier if read.get("finished")]
+    if done and not reread:
         raise TestAlreadyRead(
-            f"the test split was already read for {model_key} ({earlier[-1]}, recorded in "
-            f"{final_dir / RECORD}); it is read once per model: pass --reread-test to read it "
-            "again knowingly"
+            f"the test split was already read for {model_key} ({done[-1]}, recorded in "
+            f"{Path(final_dir) / RECORD}); it is read once per model: pass --reread-test to read "
+            "it again knowingly"
         )
-    reads[model_key] = [*earlier, datetime.now(timezone.utc).isoformat(timespec="seconds")]
-    _write_atomic(final_dir / RECORD, reads)
+    reads[model_key] = [*earlier, {"started": _now(), "finished": None}]
+    _write_atomic(Path(final_dir) / RECORD, reads)
+
+
+def finish_test_read(final_dir: Path, model_key: str) -> None:
+    """Mark the latest claimed read of ``model_key`` finished (its results are written)."""
+    reads = recorded_reads(final_dir)
+    if not reads.get(model_key):
+        raise TestAlreadyRead(f"{Path(final_dir) / RECORD}: no read of {model_key} was claimed")
+    reads[model_key][-1]["finished"] = _now()
+    _write_atomic(Path(final_dir) / RECORD, reads)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _write_atomic(path: Path, data: Any) -> None:

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
+import stat
+from pathlib import Path
 from typing import Any
 
 import ray
 
-__all__ = ["connect", "dashboard_url", "DRIVER_RESOURCE", "driver_resources", "RUNTIME_ENV_VARS"]
+__all__ = [
+    "connect",
+    "dashboard_url",
+    "secure_token_file",
+    "DRIVER_RESOURCE",
+    "driver_resources",
+    "RUNTIME_ENV_VARS",
+]
 
 # A Tune trial that drives a TorchTrainer only waits on it; the workers hold the CPUs and GPUs.
 # A custom resource gives drivers their own slots so they never take a worker's CPU (Tune
@@ -33,6 +43,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     """
     if ray.is_initialized():
         return ray.get_runtime_context()
+    secure_token_file(create=not (address or os.environ.get("RAY_ADDRESS")))
     # a variable already set wins (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=2 restores Ray's default);
     # the local raylet's processes inherit os.environ, every worker gets the runtime env
     env_vars = {key: os.environ.setdefault(key, value) for key, value in RUNTIME_ENV_VARS.items()}
@@ -54,7 +65,10 @@ def _start_local(env_vars: dict[str, str], num_cpus: int | None) -> Any:
 
     Ray Train frees the workers of a stopped trial after asking the State API whether its
     controller died; with several Ray instances on one machine that lookup fails unless the API
-    server is named, so the dashboard gets a known port (a second try if it was taken meanwhile).
+    server is named, so the dashboard gets a known port. Another process can take it between
+    the check and the dashboard's start: Ray then refuses it at once ("already occupied") or its
+    dashboard fails to start; either way the cluster is shut down and started once more on
+    another free port.
     """
     for attempt in range(2):
         port = _free_port(8265 if attempt == 0 else 0)
@@ -71,10 +85,52 @@ def _start_local(env_vars: dict[str, str], num_cpus: int | None) -> Any:
                 resources={DRIVER_RESOURCE: DRIVER_SLOTS},
                 runtime_env={"env_vars": env_vars},
             )
-        except ValueError as exc:
-            if attempt or "already occupied" not in str(exc):
+        except Exception as exc:
+            if attempt or not _port_lost(exc):
                 raise
+            ray.shutdown()
+            print(f"[msa] dashboard port {port} was taken while Ray started; trying another")
     raise AssertionError("unreachable")
+
+
+def _port_lost(exc: Exception) -> bool:
+    """Whether ``ray.init`` failed because the dashboard could not have its port."""
+    text = str(exc)  # Ray's own port check, or its dashboard's log tail after a failed start
+    return "already occupied" in text or "dashboard.log" in text
+
+
+def secure_token_file(create: bool) -> None:
+    """Keep Ray's auth token private: the file 0600, ``~/.ray`` 0700 (Ray writes 0644/0755).
+
+    With ``create`` (a new local cluster that will use token authentication and no token yet)
+    the token is written here, private from the start; Ray then reads it instead of writing
+    its own. A token given by RAY_AUTH_TOKEN, or a cluster with RAY_AUTH_MODE other than
+    ``token``, is left alone; only files of the current user are changed.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if (mode is not None and mode.lower() != "token") or os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        _tighten(Path(os.environ["RAY_AUTH_TOKEN_PATH"]).expanduser(), 0o600)
+        return
+    path = Path.home() / ".ray" / "auth_token"
+    if create and not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))  # as `ray get-auth-token --generate`: 256 bits
+    _tighten(path.parent, 0o700)
+    _tighten(path, 0o600)
+
+
+def _tighten(path: Path, allowed: int) -> None:
+    """Drop the permission bits of ``path`` outside ``allowed``, if it exists and is ours."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & ~allowed:
+        path.chmod(stat.S_IMODE(info.st_mode) & allowed)
 
 
 def _free_port(preferred: int) -> int:

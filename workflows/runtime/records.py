@@ -12,7 +12,7 @@ from ray import tune
 from msa_model.checkpoint import read_checkpoint_meta
 from workflows.results.trials import TrialRecord
 
-__all__ = ["collect_records", "error_summary"]
+__all__ = ["collect_records", "error_summary", "unfinished_trials"]
 
 
 def error_summary(error: BaseException) -> str:
@@ -70,3 +70,8 @@ def collect_records(results: tune.ResultGrid) -> list[TrialRecord]:
             )
         )
     return records
+
+
+def unfinished_trials(results: tune.ResultGrid, expected: int) -> int:
+    """How many of the ``expected`` trials neither finished nor failed (an interrupted search)."""
+    return max(0, expected - results.num_terminated - results.num_errors)
