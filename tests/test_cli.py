@@ -38,12 +38,13 @@ def test_data_check_failure_exits_1_naming_the_file(
     bad = tmp_path / "bad.json"
     images = [
         {"filename": name, "split": split, "sentences": [{"raw": "a plane"}]}
-        for name, split in (("a.png", "train"), ("b.png", "test"))
+        for name, split in (("a.png", "train"), ("c.png", "train"), ("b.png", "test"))
     ]
     bad.write_text(json.dumps({"images": images}))
     from PIL import Image
 
     Image.new("RGB", (8, 8)).save(tmp_path / "images" / "b.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "c.png")
     assert main(["data", "check", str(bad), "--images", str(tmp_path / "images")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("msa: error:") and "a.png" in err and "b.png" not in err

@@ -20,6 +20,12 @@ from msa_model.data.datasets import (
     eval_captions,
 )
 from msa_model.data.images import ImageReadError, read_rgb
+from msa_model.data.importers import (
+    ImportSummary,
+    coco_to_karpathy,
+    normalise_karpathy,
+    write_dataset,
+)
 from msa_model.data.karpathy import (
     SPLITS,
     DatasetError,
@@ -45,19 +51,23 @@ __all__ = [
     "ImageRecord",
     "ImageStore",
     "ImageTransform",
+    "ImportSummary",
     "SceneDescription",
     "SplitStats",
     "TrainPairs",
     "build_transform",
     "check_data",
     "check_dataset",
+    "coco_to_karpathy",
     "collate",
     "describe",
     "eval_captions",
     "format_report",
     "generate_scene",
     "make_splits",
+    "normalise_karpathy",
     "read_karpathy",
     "read_rgb",
+    "write_dataset",
     "write_synthetic_dataset",
 ]
