@@ -2,7 +2,7 @@
 
     python -m benchmarks.learnability [--epochs 10] [--data data/synth]
 
-Trains the demo experiment's model with :func:`msa_model.pipeline.fit` and prints the
+Trains the demo experiment's model with :func:`msa_model.training.fit` and prints the
 validation metrics per epoch beside the exact chance level of random rankings.
 """
 
@@ -18,6 +18,7 @@ import torch
 from msa_model.config import DataConfig, LossConfig, ModelConfig, OptimConfig, from_dict, load_yaml
 from msa_model.data import write_synthetic_dataset
 from msa_model.pipeline import load_splits
+from msa_model.spec import RunSpec
 from workflows.experiment import SEARCH_SPACES
 
 __all__ = ["chance_metrics", "main"]
@@ -66,18 +67,20 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    from msa_model.pipeline import fit
+    from msa_model.session import LoopSession
+    from msa_model.training import fit
 
-    _, history = fit(
-        data,
-        from_dict(ModelConfig, raw["model"], "model"),
-        from_dict(LossConfig, raw["loss"], "loss"),
-        from_dict(OptimConfig, raw["optim"], "optim"),
+    spec = RunSpec(
+        name="learnability",
+        data=data,
+        model=from_dict(ModelConfig, raw["model"], "model"),
+        loss=from_dict(LossConfig, raw["loss"], "loss"),
+        optim=from_dict(OptimConfig, raw["optim"], "optim"),
         epochs=args.epochs,
         batch_size=raw["train"]["batch_size"],
         seed=raw["train"]["seed"],
-        on_epoch=show,
     )
+    _, history = fit(spec, LoopSession(device="cpu", on_epoch=show))
     best = max(history, key=lambda r: r["val_mr"])
     summary = {
         "chance_mr": chance["mr"],

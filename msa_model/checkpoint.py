@@ -1,13 +1,29 @@
-"""Checkpoints as plain files: tensors through ``torch.load(weights_only=True)``, the rest JSON.
+"""The checkpoint format: plain files, written and read only here.
 
-Nothing is unpickled on load, so a checkpoint from an untrusted source cannot run code.
+A checkpoint is a folder::
+
+    meta.json       JSON facts (below)
+    model.pt        the model's state dict
+    optimizer.pt    the training state to resume from (absent in a weights-only checkpoint):
+                    {"optimizer", "scheduler", "scaler", "loss", "epoch"}
+    tokenizer/      the tokenizer (``save_pretrained``)
+
+``meta.json`` holds ``format_version`` (:data:`FORMAT_VERSION`), ``epoch`` (epochs trained),
+``metrics`` (this epoch's report), ``history`` (every epoch's report so far), ``experiment``
+(the run's experiment mapping without ``search``: ``model`` rebuilds the model, ``data`` and
+``train.eval_batch_size`` evaluate it) and ``text_encoder_config`` (the text encoder's Hugging
+Face config, so nothing is downloaded). A meta without ``format_version`` is version 1 (the
+field came later; the layout is the same).
+
+Tensors are loaded with ``torch.load(weights_only=True)``: nothing is unpickled, so a checkpoint
+from an untrusted source cannot run code.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -15,12 +31,44 @@ from transformers import PreTrainedTokenizerBase
 
 from msa_model.tokenizer import load_tokenizer
 
-__all__ = ["save_checkpoint", "load_checkpoint_state", "read_checkpoint_meta"]
+if TYPE_CHECKING:
+    from msa_model.model import MSAModel
 
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "checkpoint_meta",
+    "save_checkpoint",
+    "read_checkpoint_meta",
+    "load_model_state",
+    "load_training_state",
+    "restore_model",
+]
+
+FORMAT_VERSION = 1
+READABLE_VERSIONS = (1,)
 MODEL_FILE = "model.pt"
-OPTIM_FILE = "optimizer.pt"
+STATE_FILE = "optimizer.pt"
 META_FILE = "meta.json"
 TOKENIZER_DIR = "tokenizer"
+
+
+class CheckpointError(ValueError):
+    """A folder that is not a checkpoint this version of msa-tune can read."""
+
+
+def checkpoint_meta(
+    experiment: dict[str, Any], model: MSAModel, epoch: int, history: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The meta of the checkpoint after ``epoch``; ``history[-1]`` is that epoch's report."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "epoch": epoch,
+        "metrics": history[-1] if history else {},
+        "history": history,
+        "experiment": experiment,
+        "text_encoder_config": model.text.encoder.config.to_dict(),
+    }
 
 
 def save_checkpoint(
@@ -28,49 +76,80 @@ def save_checkpoint(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     meta: dict[str, Any],
-    optimizer: torch.optim.Optimizer | None = None,
-    extra_state: dict[str, Any] | None = None,
+    training_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write model weights, optional optimizer/scheduler state, the tokenizer and ``meta``.
+    """Write a checkpoint folder (created); returns it.
 
     Args:
-        directory: Target folder (created).
+        directory: Target folder.
         model: The (unwrapped) model.
-        tokenizer: Its tokenizer, saved with ``save_pretrained``.
-        meta: JSON-serialisable facts (epoch, config, metrics).
-        optimizer: Saved with ``extra_state`` (e.g. scheduler and scaler state) when given.
-        extra_state: Tensor/number-only state dicts stored beside the optimizer's.
+        tokenizer: Its tokenizer.
+        meta: From :func:`checkpoint_meta` (``format_version`` is stamped when missing).
+        training_state: State dicts to resume from (optimizer, scheduler, scaler, loss, epoch).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), directory / MODEL_FILE)
-    if optimizer is not None:
-        torch.save(
-            {"optimizer": optimizer.state_dict(), **(extra_state or {})}, directory / OPTIM_FILE
-        )
+    if training_state is not None:
+        torch.save(training_state, directory / STATE_FILE)
     tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
+    meta = {"format_version": FORMAT_VERSION, **meta}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return directory
 
 
 def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
-    """The JSON facts of a checkpoint; a clear error when the folder is not one."""
+    """The meta of a checkpoint folder.
+
+    Raises:
+        FileNotFoundError: the folder has no ``meta.json``.
+        CheckpointError: its ``format_version`` is not one this version reads.
+    """
     path = Path(directory) / META_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{directory}: not an msa-tune checkpoint (no {META_FILE})")
-    return json.loads(path.read_text())
+    meta = json.loads(path.read_text())
+    version = meta.get("format_version", 1)
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(
+            f"{path}: checkpoint format_version {version!r} is unknown to this msa-tune (it reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))}); was it written by a newer version?"
+        )
+    return meta
 
 
-def load_checkpoint_state(
+def load_model_state(
     directory: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, PreTrainedTokenizerBase]:
-    """``(model_state, optimizer_and_extra_state or None, tokenizer)`` loaded without pickles."""
-    directory = Path(directory)
-    model_state = torch.load(directory / MODEL_FILE, map_location=map_location, weights_only=True)
-    optim_path = directory / OPTIM_FILE
-    optim_state = (
-        torch.load(optim_path, map_location=map_location, weights_only=True)
-        if optim_path.is_file()
-        else None
-    )
-    return model_state, optim_state, load_tokenizer(str(directory / TOKENIZER_DIR))
+) -> dict[str, torch.Tensor]:
+    """The model's saved state dict."""
+    return torch.load(Path(directory) / MODEL_FILE, map_location=map_location, weights_only=True)
+
+
+def load_training_state(
+    directory: str | Path, map_location: str | torch.device = "cpu"
+) -> dict[str, Any] | None:
+    """The saved training state (optimizer, scheduler, scaler, loss, epoch), None if absent."""
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def restore_model(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[MSAModel, dict[str, Any]]:
+    """Rebuild a model from a checkpoint folder alone (no downloads, no unpickling).
+
+    Returns the model in eval mode on ``device`` and the checkpoint's meta.
+    """
+    from msa_model.config import ModelConfig, from_dict
+    from msa_model.model import MSAModel
+
+    meta = read_checkpoint_meta(directory)
+    model_cfg = from_dict(ModelConfig, meta["experiment"]["model"], "model")
+    model_cfg.image.pretrained, model_cfg.image.weights_file = False, None
+    model_cfg.text.name, model_cfg.text.config = None, dict(meta["text_encoder_config"])
+    tokenizer = load_tokenizer(str(Path(directory) / TOKENIZER_DIR))
+    model = MSAModel(model_cfg, tokenizer)
+    model.load_state_dict(load_model_state(directory, device))
+    return model.to(device).eval(), meta

@@ -1,4 +1,5 @@
-"""Plain PyTorch training and evaluation steps (no Ray): the Ray worker loop calls these."""
+"""Plain PyTorch steps (no Ray): optimizer, schedule, mixed precision, a training step and epoch,
+encoding for retrieval. :mod:`msa_model.training` assembles them into the training loop."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from msa_model import losses
 from msa_model.config import OptimConfig
-from msa_model.losses import MSALoss
-from msa_model.metrics import retrieval_metrics
+from msa_model.progress import Progress
 
 __all__ = [
     "seed_everything",
+    "epoch_seed",
+    "default_device",
     "unwrap",
     "build_optimizer",
     "build_scheduler",
@@ -26,7 +29,6 @@ __all__ = [
     "train_epoch",
     "encode_images",
     "encode_captions",
-    "evaluate",
 ]
 
 
@@ -37,13 +39,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The global torch seed of one worker's epoch (dropout draws replay on resume)."""
+    return seed * 100_003 + epoch * 1_009 + rank
+
+
+def default_device(use_gpu: bool = True) -> torch.device:
+    """``cuda`` when asked for and available, else the CPU."""
+    return torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel (or similar) wrapper."""
     return getattr(model, "module", model)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW with the towers at ``lr`` and the MSA heads at ``head_lr``; no decay on 1-D params."""
+def build_optimizer(
+    model: nn.Module, cfg: OptimConfig, loss_fn: nn.Module | None = None
+) -> torch.optim.AdamW:
+    """AdamW with the towers at ``lr`` and the MSA heads at ``head_lr``; no decay on 1-D params.
+
+    The parameters of ``loss_fn`` (a learnable temperature) join the heads, without decay.
+    """
     inner = unwrap(model)
     tower_ids = {id(p) for m in (inner.image.backbone, inner.text.encoder) for p in m.parameters()}
     head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
@@ -51,6 +68,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     for param in inner.parameters():
         if param.requires_grad:
             groups.setdefault((id(param) in tower_ids, param.ndim > 1), []).append(param)
+    for param in loss_fn.parameters() if loss_fn is not None else ():
+        if param.requires_grad:
+            groups.setdefault((False, False), []).append(param)
     param_groups = [
         {
             "params": params,
@@ -93,7 +113,7 @@ def make_grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
 
 def train_step(
     model: nn.Module,
-    loss_fn: MSALoss,
+    loss_fn: nn.Module,
     batch: dict,
     optimizer: torch.optim.Optimizer,
     *,
@@ -105,16 +125,21 @@ def train_step(
 ) -> dict[str, float]:
     """One optimisation step on a batch of ``images``, ``captions`` and ``image_ids``.
 
-    Returns the loss parts as floats. Raises FloatingPointError on a non-finite loss so a
-    search records the trial as failed instead of training on NaNs.
+    The loss gets ``(outputs, image_ids, caption_ids=...)``, caption ids from
+    :func:`msa_model.losses.caption_ids`. Returns the loss parts as floats. Raises
+    FloatingPointError on a non-finite loss so a search records the trial as failed instead of
+    training on NaNs.
     """
     model.train()
     tokens = {k: v.to(device) for k, v in unwrap(model).tokenize(batch["captions"]).items()}
     images = batch["images"].to(device, non_blocking=True)
     image_ids = batch["image_ids"].to(device)
+    extra = {}
+    if hasattr(losses, "caption_ids"):  # until the caption-ids helper lands in losses.py
+        extra["caption_ids"] = losses.caption_ids(batch["captions"]).to(device)
     with autocast(device, amp):
         out = model(images, **tokens, with_scores=loss_fn.needs_scores)
-        parts = loss_fn(out, image_ids)
+        parts = loss_fn(out, image_ids, **extra)
     loss = parts["loss"]
     if not torch.isfinite(loss):
         raise FloatingPointError(
@@ -135,7 +160,7 @@ def train_step(
 
 def train_epoch(
     model: nn.Module,
-    loss_fn: MSALoss,
+    loss_fn: nn.Module,
     loader: Iterable[dict],
     optimizer: torch.optim.Optimizer,
     *,
@@ -144,8 +169,12 @@ def train_epoch(
     scaler: torch.amp.GradScaler | None = None,
     grad_clip_norm: float | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, float]:
-    """:func:`train_step` over every batch of ``loader``; the mean of each loss part."""
+    """:func:`train_step` over every batch of ``loader``; the mean of each loss part.
+
+    ``progress`` is told the samples of each step.
+    """
     scaler = scaler or make_grad_scaler(device, amp)  # one scale state for the whole epoch
     sums: dict[str, float] = {}
     steps = 0
@@ -164,6 +193,8 @@ def train_epoch(
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
         steps += 1
+        if progress is not None:
+            progress.update(len(batch["image_ids"]))
     return {key: value / max(1, steps) for key, value in sums.items()}
 
 
@@ -200,22 +231,3 @@ def encode_captions(
             embeds.append(inner.encode_text(**{k: v.to(device) for k, v in tokens.items()}))
     return torch.cat(embeds).float().cpu()
 
-
-def evaluate(
-    model: nn.Module,
-    image_loader: Iterable[dict],
-    captions: list[str],
-    caption_image: torch.Tensor,
-    device: torch.device,
-    batch_size: int = 256,
-    amp: str = "none",
-) -> dict[str, float]:
-    """Retrieval metrics (six recalls and mR, in percent) with the global embeddings.
-
-    ``caption_image`` gives each caption's image id; image ids index the loader's images.
-    """
-    image_ids, image_embeds = encode_images(model, image_loader, device, amp)
-    ordered = torch.empty_like(image_embeds)
-    ordered[image_ids] = image_embeds
-    text_embeds = encode_captions(model, captions, device, batch_size, amp)
-    return retrieval_metrics(ordered, text_embeds, caption_image)

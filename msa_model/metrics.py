@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from msa_model.constants import RECALL_KEYS
+
 __all__ = ["retrieval_metrics", "RECALL_KEYS"]
 
-RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")
 _KS = (1, 5, 10)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from msa_model.checkpoint import save_checkpoint
+from msa_model.checkpoint import restore_model, save_checkpoint
 from msa_model.config import (
     ConfigError,
     ImageTowerConfig,
@@ -22,7 +22,6 @@ from msa_model.engine import build_optimizer, seed_everything, train_step
 from msa_model.image_tower import ImageTower, WeightsNotFoundError, select_stages
 from msa_model.losses import MSALoss
 from msa_model.model import MSAModel
-from msa_model.pipeline import restore_model
 from msa_model.tokenizer import tokenizer_from_json, train_wordpiece
 from tests.conftest import TINY_MODEL
 
@@ -40,7 +39,7 @@ def tiny_model(**image: object) -> MSAModel:
 
 
 def test_import_does_not_pull_ray() -> None:
-    code = "import sys, msa_model, msa_model.pipeline, msa_model.data; print('ray' in sys.modules)"
+    code = "import sys, msa_model, msa_model.training, msa_model.data; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

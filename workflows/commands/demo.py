@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from msa_model.config import load_yaml
+from msa_model.constants import METRIC_KEYS
 from workflows.commands.options import add_cluster, add_set
 from workflows.experiment import SEARCH_SPACES, apply_overrides, parse_experiment
 
@@ -67,7 +68,7 @@ def run_demo(
         shutil.rmtree(out)
     run_tune(exp, results_root=results_root, address=address, storage=storage, num_cpus=num_cpus)
     final = json.loads((out / "final" / "metrics.json").read_text())
-    keys = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr"]
+    keys = METRIC_KEYS
     print(f"\n[msa] best trial {final['trial_id']} (epoch {final['epoch']}): {final['params']}")
     print("split  " + " ".join(f"{k:>7s}" for k in keys))
     for split in ("val", "test"):

@@ -46,18 +46,15 @@ def run_evaluate(
     target: Path, split: str = "val", json_path: Path | None = None, images: Path | None = None
 ) -> dict[str, float]:
     """Metrics of the checkpoint behind ``target`` on ``split`` of its own (or the given) data."""
-    import torch
-
-    from msa_model.config import DataConfig, from_dict
-    from msa_model.pipeline import evaluate_split, restore_model
+    from msa_model.checkpoint import read_checkpoint_meta
+    from msa_model.evaluation import evaluate_checkpoint
 
     ckpt = resolve_checkpoint(Path(target))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, meta = restore_model(str(ckpt), device)
-    data_raw = dict(meta["experiment"]["data"])
+    data = None
     if json_path is not None:
-        data_raw["json"] = str(json_path)
-        data_raw["images"] = str(images if images is not None else json_path.parent / "images")
-    data = from_dict(DataConfig, data_raw, "data")
-    batch = int(meta["experiment"].get("train", {}).get("eval_batch_size", 256))
-    return evaluate_split(model, data, split, batch, device)
+        data = {
+            **read_checkpoint_meta(ckpt)["experiment"]["data"],
+            "json": str(json_path),
+            "images": str(images if images is not None else json_path.parent / "images"),
+        }
+    return evaluate_checkpoint(ckpt, [split], data)[split]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,8 +21,10 @@ from msa_model.config import (
     load_yaml,
     to_dict,
 )
+from msa_model.constants import DATA_PATH_KEYS, DEFAULT_METRIC, DEFAULT_MODE
+from msa_model.spec import RunSpec
 from workflows.experiment.dotted import set_dotted
-from workflows.experiment.space import parse_space
+from workflows.experiment.space import Distribution, parse_space
 
 __all__ = [
     "SEARCH_SPACES",
@@ -55,6 +59,10 @@ class TrainConfig:
     # through a Ray Train TorchTrainer like several workers (DDP) always do; `msa train` always
     # uses a TorchTrainer
     trial_launcher: Literal["auto", "torch_trainer"] = "auto"
+
+    def threads(self) -> int:
+        """Torch intra-op threads of one worker."""
+        return self.torch_threads or max(1, int(self.cpus_per_worker))
 
     def validate(self, prefix: str = "train") -> None:
         for key in (
@@ -101,8 +109,8 @@ class BaselineConfig:
 
 @dataclass
 class SearchConfig:
-    metric: str = "val_mr"  # reported metric to optimise (validation split only)
-    mode: Literal["max", "min"] = "max"
+    metric: str = DEFAULT_METRIC  # reported metric to optimise (validation split only)
+    mode: Literal["max", "min"] = DEFAULT_MODE
     num_samples: int = 8  # trials
     max_concurrent_trials: int | None = None  # None: as many as the cluster's resources allow
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -127,7 +135,7 @@ class SearchConfig:
 class FinalConfig:
     enabled: bool = True  # evaluate the best trial on the test split after the search
     retrain: bool = False  # first retrain the best config from scratch on train+val
-    top_k: int = 1  # configs written by export (best_config.yaml is always the best one)
+    top_k: int = 1  # best configs the final stage takes (today it takes the best one only)
 
 
 SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"  # the shipped experiments
@@ -155,8 +163,11 @@ class Experiment:
     train: TrainConfig
     search: SearchConfig | None
     final: FinalConfig
+    # search.space parsed (and validated) once; not part of the mapping
+    space: list[Distribution] = field(default_factory=list, compare=False, repr=False)
 
     def to_dict(self, with_search: bool = True) -> dict[str, Any]:
+        """The plain mapping (the YAML schema), optionally without ``search``."""
         out = {"name": self.name}
         for key in SECTIONS:
             value = getattr(self, key)
@@ -164,6 +175,36 @@ class Experiment:
                 continue
             out[key] = to_dict(value)
         return out
+
+    def with_absolute_paths(self, base: Path | None = None) -> Experiment:
+        """A copy with relative data paths resolved against ``base`` (default: the cwd).
+
+        Workers run in other directories (and on other nodes): paths are fixed by the driver.
+        """
+        base = base or Path.cwd()
+        paths = {
+            key: str((base / value).resolve())
+            for key in DATA_PATH_KEYS
+            if not os.path.isabs(os.path.expanduser(value := getattr(self.data, key)))
+        }
+        return dataclasses.replace(self, data=dataclasses.replace(self.data, **paths))
+
+    def spec(self, train_on_val: bool = False) -> RunSpec:
+        """The training run of this experiment, data paths made absolute."""
+        exp = self.with_absolute_paths()
+        return RunSpec(
+            name=exp.name,
+            data=exp.data,
+            model=exp.model,
+            loss=exp.loss,
+            optim=exp.optim,
+            epochs=exp.train.epochs,
+            batch_size=exp.train.batch_size,
+            eval_batch_size=exp.train.eval_batch_size,
+            seed=exp.train.seed,
+            train_on_val=train_on_val,
+            record=exp.to_dict(with_search=False),
+        )
 
 
 def _check_name(name: Any) -> str:
@@ -199,7 +240,9 @@ def parse_experiment(raw: dict[str, Any], source: str = "<dict>") -> Experiment:
             )
         exp = Experiment(name=_check_name(raw["name"]), **sections)
         if exp.search is not None:
-            parse_space(exp.search.space, exp.to_dict(with_search=False), _validate_plain)
+            exp.space = parse_space(
+                exp.search.space, exp.to_dict(with_search=False), _validate_plain
+            )
         return exp
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from msa_model.config import ConfigError
+from msa_model.constants import DATA_PATH_KEYS
 from workflows.experiment.dotted import get_dotted, with_values
 
 __all__ = ["Distribution", "parse_space", "to_tune", "config_point"]
@@ -32,7 +33,7 @@ ARITY = {
     "qloguniform": 3,
     "qrandint": 3,
 }
-FORBIDDEN_PREFIXES = ("name", "search", "final", "data.json", "data.images")
+FORBIDDEN_PREFIXES = ("name", "search", "final", *(f"data.{key}" for key in DATA_PATH_KEYS))
 # Tune reserves each trial's resources (and picks how it trains) before the search starts
 TRIAL_SHAPE_KEYS = (
     "train.num_workers",

@@ -8,21 +8,25 @@ from typing import Any
 
 import pandas as pd
 
-from msa_model.config import ConfigError, load_yaml
-from workflows.experiment import dump_experiment, parse_experiment
-from workflows.experiment.dotted import with_values
+from msa_model.config import ConfigError
+from msa_model.constants import DEFAULT_METRIC
+from workflows.experiment import (
+    Experiment,
+    dump_experiment,
+    load_experiment,
+    parse_experiment,
+    with_values,
+)
 from workflows.results.trials import read_table
 
-__all__ = ["trial_config", "export_best"]
+__all__ = ["trial_experiment", "export_best"]
 
 
-def trial_config(experiment: dict[str, Any], params: dict[str, Any], name: str) -> dict[str, Any]:
-    """The experiment with a trial's searched values filled in and ``search`` removed."""
-    base = {k: v for k, v in experiment.items() if k != "search"}
-    raw = with_values(base, params)
+def trial_experiment(exp: Experiment, params: dict[str, Any], name: str) -> Experiment:
+    """``exp`` with a trial's searched values (dotted keys) filled in, named ``name``, no search."""
+    raw = with_values(exp.to_dict(with_search=False), params)
     raw["name"] = name
-    parse_experiment(raw, source=f"exported config {name}")  # always a loadable file
-    return raw
+    return parse_experiment(raw, source=f"trial config {name}")
 
 
 def export_best(results_dir: Path, top: int = 1, out: Path | None = None) -> list[Path]:
@@ -37,8 +41,8 @@ def export_best(results_dir: Path, top: int = 1, out: Path | None = None) -> lis
         raise FileNotFoundError(f"{results_dir}: no trials.csv (is this a `msa tune` results dir?)")
     if top < 1:
         raise ConfigError(f"--top must be >= 1, got {top}")
-    experiment = load_yaml(results_dir / "experiment.yaml")
-    metric = (experiment.get("search") or {}).get("metric", "val_mr")
+    exp = load_experiment(results_dir / "experiment.yaml")
+    metric = exp.search.metric if exp.search else DEFAULT_METRIC
     table = read_table(table_path)
     ranked = table[table.get(f"best_{metric}", pd.Series(dtype=float)).notna()].head(top)
     if ranked.empty:
@@ -48,16 +52,15 @@ def export_best(results_dir: Path, top: int = 1, out: Path | None = None) -> lis
         params = json.loads(row.params)
         if top == 1:
             path = out or results_dir / "best_config.yaml"
-            name = f"{experiment['name']}_best"
+            name = f"{exp.name}_best"
         else:
             path = (out or results_dir / "top_configs") / f"rank{rank}.yaml"
-            name = f"{experiment['name']}_rank{rank}"
-        raw = trial_config(experiment, params, name)
+            name = f"{exp.name}_rank{rank}"
         header = (
             f"# exported from {results_dir} trial {row.trial_id}: "
             f"best {metric} {getattr(row, f'best_{metric}'):.4f} at epoch {int(row.best_epoch)}\n"
         )
-        dump_experiment(raw, path)
+        dump_experiment(trial_experiment(exp, params, name), path, with_search=False)
         path.write_text(header + path.read_text())
         written.append(path)
     return written

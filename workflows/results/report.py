@@ -13,9 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
+from msa_model.constants import METRIC_KEYS  # noqa: E402
+
 __all__ = ["markdown_table", "plot_curves", "plot_params", "write_report"]
 
-RECALLS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr"]
 
 
 def _fmt(value: Any) -> str:
@@ -138,7 +139,7 @@ def write_report(
     by_id = table.set_index("trial_id")
     paper_score = by_id[best_col].get(paper_trial) if paper_trial in by_id.index else None
     metrics_rows = [
-        {"split": split, **{k: final[split][k] for k in RECALLS}}
+        {"split": split, **{k: final[split][k] for k in METRIC_KEYS}}
         for split in ("val", "test")
         if split in final
     ]

@@ -9,6 +9,8 @@ from typing import Any
 
 import pandas as pd
 
+from msa_model.constants import score_key
+
 __all__ = ["TrialRecord", "trials_table", "history_table", "best_row", "read_table"]
 
 
@@ -47,7 +49,7 @@ def trials_table(
         hist = rec.history
         if not hist.empty and metric in hist:
             valid = hist[hist[metric].notna()]
-            best = valid.loc[valid[metric].idxmax() if mode == "max" else valid[metric].idxmin()]
+            best = valid.loc[valid[metric].map(lambda v: score_key(v, mode)).idxmax()]
             row[f"best_{metric}"] = float(best[metric])
             row["best_epoch"] = int(best["epoch"])
             row["best_checkpoint"] = best.get("checkpoint_path")

@@ -10,10 +10,11 @@ state the Tune driver saved before it crashed.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import pyarrow.fs
+
+from msa_model.constants import score_key
 
 __all__ = ["RunCheckpoints", "RECORD"]
 
@@ -63,14 +64,10 @@ class RunCheckpoints:
         return f"{self.run_dir}/{name}"
 
     def _kept(self) -> list[dict[str, Any]]:
-        def rank(entry: dict[str, Any]) -> float:
-            score = entry["score"]
-            if score is None or math.isnan(score):
-                return -math.inf
-            return score if self.mode == "max" else -score
-
         latest = max(self.entries, key=lambda e: e["epoch"])
-        best = sorted(self.entries, key=rank, reverse=True)[: self.keep]
+        best = sorted(
+            self.entries, key=lambda e: score_key(e["score"], self.mode), reverse=True
+        )[: self.keep]
         return sorted({e["name"]: e for e in [*best, latest]}.values(), key=lambda e: e["epoch"])
 
     def _write(self) -> None:

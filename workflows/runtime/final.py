@@ -9,35 +9,25 @@ from typing import Any
 import pandas as pd
 import ray.train
 
-from msa_model.config import DataConfig, from_dict
-from workflows.experiment import Experiment, parse_experiment
-from workflows.experiment.space import Distribution, config_point
-from workflows.results.export import trial_config
+from msa_model.config import DataConfig
+from workflows.experiment import Experiment, config_point
+from workflows.results.export import trial_experiment
 from workflows.results.report import write_report
 from workflows.results.trials import best_row, read_table
-from workflows.runtime.launch import absolute_data_paths, make_trainer
+from workflows.runtime.launch import make_trainer
 
-__all__ = ["evaluate_checkpoint", "run_final"]
+__all__ = ["evaluate_stored", "run_final"]
 
 
-def evaluate_checkpoint(
-    checkpoint: str, data: dict[str, Any], splits: list[str], batch_size: int = 256
-) -> dict[str, dict[str, float]]:
-    """Metrics of a checkpoint (local path or storage URI) on each of ``splits``."""
-    import torch
+def evaluate_stored(checkpoint: str, data: DataConfig, splits: list[str]) -> dict[str, dict]:
+    """:func:`msa_model.evaluation.evaluate_checkpoint` of a local path or a storage URI."""
+    from msa_model.evaluation import evaluate_checkpoint
 
-    from msa_model.pipeline import evaluate_split, restore_model
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     with ray.train.Checkpoint(checkpoint).as_directory() as local:
-        model, _ = restore_model(local, device)
-    cfg = from_dict(DataConfig, data, "data")
-    return {split: evaluate_split(model, cfg, split, batch_size, device) for split in splits}
+        return evaluate_checkpoint(local, splits, data)
 
 
-def run_final(
-    out: Path, exp: Experiment, dists: list[Distribution], storage: str
-) -> dict[str, Any]:
+def run_final(out: Path, exp: Experiment, storage: str) -> dict[str, Any]:
     """Evaluate the best trial on val and test (once), write ``final/metrics.json`` and the report.
 
     With ``final.retrain`` the best config is first retrained from scratch on train+val for the
@@ -49,9 +39,8 @@ def run_final(
     history = read_table(out / "history.csv")
     best = best_row(table, metric)
     params = json.loads(best["params"])
-    best_exp = parse_experiment(trial_config(exp.to_dict(), params, f"{exp.name}_best"))
+    best_exp = trial_experiment(exp, params, f"{exp.name}_best")
     checkpoint = str(best["best_checkpoint"])
-    data = absolute_data_paths(best_exp.to_dict())["data"]
     splits = ["val", "test"]
     if exp.final.retrain:
         print(f"[msa] final stage: retraining trial {best['trial_id']}'s config on train+val")
@@ -63,7 +52,7 @@ def run_final(
     print(f"[msa] final stage: evaluating {checkpoint} on {' and '.join(splits)} (test read once)")
     # In this process, not as a Ray task: it needs no cluster resources, so it cannot wait behind
     # workers that a stopped trial has not released yet.
-    scores = evaluate_checkpoint(checkpoint, data, splits, exp.train.eval_batch_size)
+    scores = evaluate_stored(checkpoint, best_exp.with_absolute_paths().data, splits)
     if exp.final.retrain:
         trial_hist = history[
             (history["trial_id"] == best["trial_id"]) & (history["epoch"] == best["best_epoch"])
@@ -86,7 +75,7 @@ def run_final(
     final_dir = out / "final"
     final_dir.mkdir(parents=True, exist_ok=True)
     (final_dir / "metrics.json").write_text(json.dumps(final, indent=2, default=str))
-    paper_values = config_point(dists, exp.to_dict())
+    paper_values = config_point(exp.space, exp.to_dict())
     paper_trial = _find_trial(table, paper_values)
     write_report(
         final_dir,
@@ -97,8 +86,8 @@ def run_final(
         final=final,
         paper_trial=paper_trial,
         paper_values=paper_values,
-        searched=[d.key for d in dists],
-        log_keys={d.key for d in dists if "log" in d.kind},
+        searched=[d.key for d in exp.space],
+        log_keys={d.key for d in exp.space if "log" in d.kind},
     )
     return final
 

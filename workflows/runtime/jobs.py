@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from msa_model.config import ConfigError
+from msa_model.constants import DATA_PATH_KEYS
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -91,7 +92,7 @@ def _data_overrides(exp: Any, working_dir: Path, excludes: list[str]) -> list[st
     """``--set`` values making relative data paths into excluded folders absolute."""
     sets = []
     wd = working_dir.expanduser().resolve()
-    for key in ("json", "images"):
+    for key in DATA_PATH_KEYS:
         value = getattr(exp.data, key, None)
         if not value or os.path.isabs(os.path.expanduser(str(value))):
             continue

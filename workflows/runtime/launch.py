@@ -1,24 +1,23 @@
-"""Building the ``TorchTrainer`` of one run, shared by ``msa train`` and each Tune trial."""
+"""Launching one run: a ``TorchTrainer`` (``msa train``, DDP trials, the final retraining) or
+the loop in a Tune trial's own process."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from msa_model.constants import DEFAULT_METRIC, DEFAULT_MODE
 from workflows.experiment import Experiment
 
 __all__ = [
     "make_trainer",
-    "loop_config",
     "run_worker",
     "run_in_trial",
     "scaling_config",
     "storage_root",
-    "absolute_data_paths",
 ]
 
 
@@ -35,19 +34,6 @@ def storage_root(results_dir: Path, storage: str | None, name: str) -> str:
     return str((Path(storage).expanduser() / name).resolve())
 
 
-def absolute_data_paths(raw: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
-    """Resolve ``data.json``/``data.images`` against ``base`` (default: the current directory).
-
-    Workers run in other directories (and on other nodes), so paths are fixed on the driver.
-    """
-    base = base or Path.cwd()
-    data = dict(raw.get("data") or {})
-    for key in ("json", "images"):
-        if key in data and not os.path.isabs(os.path.expanduser(data[key])):
-            data[key] = str((base / data[key]).resolve())
-    return {**raw, "data": data}
-
-
 def scaling_config(exp: Experiment) -> ScalingConfig:
     """Workers and per-worker resources of the ``train`` section."""
     resources: dict[str, float] = {"CPU": exp.train.cpus_per_worker}
@@ -60,15 +46,19 @@ def scaling_config(exp: Experiment) -> ScalingConfig:
     )
 
 
-def run_worker(loop_config: dict[str, Any]) -> None:
-    """The Train workers' entry point: :func:`workflows.runtime.loop.train_loop`, imported here.
+def run_worker(config: dict[str, Any]) -> None:
+    """The Train workers' entry point: :func:`msa_model.training.train` of ``config["spec"]``.
 
-    Tune trial drivers build a TorchTrainer but never train; importing the worker (timm,
-    transformers, the model) only inside the workers saves each trial driver ~3 CPU-seconds.
+    Imported here: Tune trial drivers build a TorchTrainer but never train, and importing the
+    loop (timm, transformers, the model) only inside the workers saves each ~3 CPU-seconds.
     """
-    from workflows.runtime.loop import train_loop
+    import torch
 
-    train_loop(loop_config)
+    from msa_model.training import train
+    from workflows.runtime.session import TrainWorkerSession
+
+    torch.set_num_threads(config["torch_threads"])
+    train(config["spec"], TrainWorkerSession())
 
 
 def run_in_trial(exp: Experiment, run_dir: str, metric: str, mode: str) -> None:
@@ -78,20 +68,15 @@ def run_in_trial(exp: Experiment, run_dir: str, metric: str, mode: str) -> None:
     ``run_dir`` like a TorchTrainer run's (best ``checkpoint_num_to_keep`` by ``metric`` plus
     the latest). No Train controller, placement group or worker actor is started for it.
     """
+    import torch
+
+    from msa_model.training import train
     from workflows.runtime.checkpoints import RunCheckpoints
-    from workflows.runtime.loop import train_loop
-    from workflows.runtime.session import tune_session
+    from workflows.runtime.session import TuneTrialSession
 
     store = RunCheckpoints(run_dir, exp.train.checkpoint_num_to_keep, metric, mode)
-    train_loop(loop_config(exp), tune_session(exp.train.use_gpu, store))
-
-
-def loop_config(exp: Experiment, train_on_val: bool = False) -> dict[str, Any]:
-    """The training loop's argument: the experiment (data paths made absolute) and the mode."""
-    return {
-        "experiment": absolute_data_paths(exp.to_dict(with_search=False)),
-        "train_on_val": train_on_val,
-    }
+    torch.set_num_threads(exp.train.threads())
+    train(exp.spec(), TuneTrialSession(exp.train.use_gpu, store))
 
 
 def make_trainer(
@@ -100,11 +85,11 @@ def make_trainer(
     run_name: str,
     storage_path: str,
     train_on_val: bool = False,
-    metric: str = "val_mr",
-    mode: str = "max",
+    metric: str = DEFAULT_METRIC,
+    mode: str = DEFAULT_MODE,
     callbacks: list[Any] | None = None,
 ) -> TorchTrainer:
-    """A TorchTrainer running :func:`workflows.runtime.loop.train_loop` on ``exp``.
+    """A TorchTrainer whose workers run the training loop on ``exp`` (its typed run spec).
 
     ``run_name`` must be stable (no timestamps) so a restarted run resumes from its checkpoint.
     The best ``checkpoint_num_to_keep`` checkpoints by ``metric`` are kept (plus the latest).
@@ -112,7 +97,7 @@ def make_trainer(
     score = None if train_on_val else metric
     return TorchTrainer(
         run_worker,
-        train_loop_config=loop_config(exp, train_on_val),
+        train_loop_config={"spec": exp.spec(train_on_val), "torch_threads": exp.train.threads()},
         scaling_config=scaling_config(exp),
         run_config=RunConfig(
             name=run_name,

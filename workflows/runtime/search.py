@@ -1,4 +1,4 @@
-"""``msa tune CONFIG``: Ray Tune + Optuna over Ray Train runs, then the final stage and export."""
+"""The search of ``msa tune``: Ray Tune + Optuna over training runs, then the final stage."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import ray.train
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -16,17 +15,12 @@ from ray.tune.search.optuna import OptunaSearch
 from msa_model.config import ConfigError
 from workflows.experiment import Experiment, dump_experiment, parse_experiment
 from workflows.experiment.dotted import with_values
-from workflows.experiment.space import config_point, parse_space, to_tune
+from workflows.experiment.space import config_point, to_tune
 from workflows.results.export import export_best
 from workflows.results.trials import history_table, trials_table
 from workflows.runtime.cluster import connect, driver_resources
 from workflows.runtime.final import run_final
-from workflows.runtime.launch import (
-    absolute_data_paths,
-    make_trainer,
-    run_in_trial,
-    storage_root,
-)
+from workflows.runtime.launch import make_trainer, run_in_trial, storage_root
 from workflows.runtime.records import collect_records
 from workflows.runtime.tensorboard import TuneTensorBoard
 
@@ -35,6 +29,7 @@ __all__ = [
     "make_driver",
     "trains_in_trial",
     "concurrent_trials",
+    "trial_retries",
 ]
 
 TUNE_DIR = "tune"
@@ -127,6 +122,87 @@ def _prepare_dir(out: Path, exp: Experiment, resume: bool, tune_path: str) -> No
     dump_experiment(exp, stored)
 
 
+def _trial_resources(exp: Experiment, in_trial: bool) -> dict[str, float]:
+    """What Tune reserves for one trial."""
+    if not in_trial:  # a Train driver: the TorchTrainer's workers hold the resources
+        return driver_resources()
+    resources = {"CPU": exp.train.cpus_per_worker}  # the trial process trains itself
+    if exp.train.use_gpu:
+        resources["GPU"] = exp.train.gpus_per_worker
+    return resources
+
+
+def _searcher(exp: Experiment, base: dict[str, Any]) -> Any:
+    """Optuna TPE (or Tune's random search), first trying the experiment's own values."""
+    assert exp.search is not None
+    searcher, dists = exp.search.searcher, exp.space
+    start = [config_point(dists, base)] if searcher.start_with_config and dists else None
+    if searcher.type == "optuna" and dists:
+        return OptunaSearch(points_to_evaluate=start, seed=searcher.seed)
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(points_to_evaluate=start, random_state=searcher.seed)
+
+
+def _scheduler(exp: Experiment) -> Any:
+    """ASHA on the epoch (or FIFO)."""
+    assert exp.search is not None
+    cfg = exp.search.scheduler
+    if cfg.type != "asha":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch",
+        # one past the last epoch: a trial that trains to the end finishes by itself (and
+        # its Train run releases its workers) instead of being stopped by the scheduler
+        max_t=exp.train.epochs + 1,
+        grace_period=min(cfg.grace_period, exp.train.epochs),
+        reduction_factor=cfg.reduction_factor,
+    )
+
+
+def _tuner(exp: Experiment, out: Path, root: str, resume: bool) -> tune.Tuner:
+    """A new Tuner over ``exp.space``, or the interrupted one restored."""
+    assert exp.search is not None
+    search, in_trial = exp.search, trains_in_trial(exp)
+    base = exp.with_absolute_paths().to_dict(with_search=False)  # Tune's boundary: a mapping
+    resources = _trial_resources(exp, in_trial)
+    driver = tune.with_resources(
+        make_driver(exp.name, base, f"{root}/trials", search.metric, search.mode), resources
+    )
+    if resume:
+        return tune.Tuner.restore(
+            f"{root}/{TUNE_DIR}",
+            trainable=driver,
+            param_space=to_tune(exp.space),
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+    return tune.Tuner(
+        driver,
+        param_space=to_tune(exp.space),
+        tune_config=tune.TuneConfig(
+            metric=search.metric,
+            mode=search.mode,
+            search_alg=_searcher(exp, base),
+            scheduler=_scheduler(exp),
+            num_samples=search.num_samples,
+            trial_name_creator=lambda trial: f"{exp.name}_{trial.trial_id}",
+            trial_dirname_creator=lambda trial: f"{exp.name}_{trial.trial_id}",
+            max_concurrent_trials=concurrent_trials(
+                exp, ray.cluster_resources(), None if in_trial else resources
+            ),
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR,
+            storage_path=root,
+            callbacks=[TuneTensorBoard((out / "tensorboard").resolve())],
+            failure_config=tune.FailureConfig(max_failures=trial_retries(exp, in_trial)),
+            verbose=1,
+        ),
+    )
+
+
 def run_tune(
     exp: Experiment,
     results_root: Path = Path("results"),
@@ -144,87 +220,17 @@ def run_tune(
         raise ConfigError(f"{exp.name}: no `search` section; use `msa train` for a single run")
     out = results_root / exp.name
     root = storage_root(out, storage, exp.name)
-    tune_path = f"{root}/{TUNE_DIR}"
-    _prepare_dir(out, exp, resume, tune_path)
+    _prepare_dir(out, exp, resume, f"{root}/{TUNE_DIR}")
     connect(address, num_cpus=num_cpus)
-
-    search = exp.search
-    base = absolute_data_paths(exp.to_dict(with_search=False))
-    dists = parse_space(search.space, base, lambda raw: parse_experiment(raw))
-    in_trial = trains_in_trial(exp)
-    if in_trial:  # the trial process trains: it holds the worker's resources itself
-        resources = {"CPU": exp.train.cpus_per_worker}
-        if exp.train.use_gpu:
-            resources["GPU"] = exp.train.gpus_per_worker
-    else:  # a Train driver: the TorchTrainer's workers hold the resources
-        resources = driver_resources()
-    driver = tune.with_resources(
-        make_driver(exp.name, base, f"{root}/trials", search.metric, search.mode), resources
-    )
-    start = [config_point(dists, base)] if search.searcher.start_with_config and dists else None
-    if search.searcher.type == "optuna" and dists:
-        searcher = OptunaSearch(points_to_evaluate=start, seed=search.searcher.seed)
-    else:
-        from ray.tune.search import BasicVariantGenerator
-
-        searcher = BasicVariantGenerator(
-            points_to_evaluate=start, random_state=search.searcher.seed
-        )
-    if search.scheduler.type == "asha":
-        scheduler = ASHAScheduler(
-            time_attr="epoch",
-            # one past the last epoch: a trial that trains to the end finishes by itself (and
-            # its Train run releases its workers) instead of being stopped by the scheduler
-            max_t=exp.train.epochs + 1,
-            grace_period=min(search.scheduler.grace_period, exp.train.epochs),
-            reduction_factor=search.scheduler.reduction_factor,
-        )
-    else:
-        scheduler = FIFOScheduler()
-    callbacks = [TuneTensorBoard((out / "tensorboard").resolve())]
-    run_config = tune.RunConfig(
-        name=TUNE_DIR,
-        storage_path=root,
-        callbacks=callbacks,
-        failure_config=tune.FailureConfig(max_failures=trial_retries(exp, in_trial)),
-        verbose=1,
-    )
-    if resume:
-        tuner = tune.Tuner.restore(
-            tune_path,
-            trainable=driver,
-            param_space=to_tune(dists),
-            resume_unfinished=True,
-            resume_errored=False,
-            restart_errored=False,
-        )
-    else:
-        tuner = tune.Tuner(
-            driver,
-            param_space=to_tune(dists),
-            tune_config=tune.TuneConfig(
-                metric=search.metric,
-                mode=search.mode,
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=search.num_samples,
-                trial_name_creator=lambda trial: f"{exp.name}_{trial.trial_id}",
-                trial_dirname_creator=lambda trial: f"{exp.name}_{trial.trial_id}",
-                max_concurrent_trials=concurrent_trials(
-                    exp, ray.cluster_resources(), None if in_trial else resources
-                ),
-            ),
-            run_config=run_config,
-        )
-    results = tuner.fit()
+    results = _tuner(exp, out, root, resume).fit()
 
     records = collect_records(results)
-    table = trials_table(records, search.metric, search.mode, exp.train.epochs)
+    table = trials_table(records, exp.search.metric, exp.search.mode, exp.train.epochs)
     table.to_csv(out / "trials.csv", index=False)
     history_table(records).to_csv(out / "history.csv", index=False)
     failed = int((table["status"] == "ERROR").sum())
     print(f"[msa] {len(table)} trials ({failed} failed); table in {out / 'trials.csv'}")
     export_best(out)
     if final and exp.final.enabled:
-        run_final(out, exp, dists, storage=root)
+        run_final(out, exp, storage=root)
     return out

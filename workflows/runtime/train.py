@@ -1,10 +1,11 @@
-"""``msa train CONFIG``: one Ray Train run of an experiment, with its results on disk."""
+"""One Ray Train run of an experiment (``msa train``), with its results on disk."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from msa_model.constants import DEFAULT_METRIC, DEFAULT_MODE, better
 from workflows.experiment import Experiment, dump_experiment
 from workflows.runtime.cluster import connect
 from workflows.runtime.launch import make_trainer, storage_root
@@ -29,8 +30,8 @@ def run_train(
     out.mkdir(parents=True, exist_ok=True)
     dump_experiment(exp, out / "experiment.yaml", with_search=False)
     connect(address, num_cpus=num_cpus)
-    metric = exp.search.metric if exp.search else "val_mr"
-    mode = exp.search.mode if exp.search else "max"
+    metric = exp.search.metric if exp.search else DEFAULT_METRIC
+    mode = exp.search.mode if exp.search else DEFAULT_MODE
     trainer = make_trainer(
         exp,
         run_name="train",
@@ -44,9 +45,10 @@ def run_train(
     history.to_csv(out / "history.csv", index=False)
     best_metrics, best_path = result.metrics, result.checkpoint.path if result.checkpoint else None
     if result.best_checkpoints and metric in history:
-        ckpt, best_metrics = (max if mode == "max" else min)(
-            result.best_checkpoints, key=lambda item: item[1][metric]
-        )
+        ckpt, best_metrics = result.best_checkpoints[0]
+        for other, scores in result.best_checkpoints[1:]:
+            if better(scores.get(metric), best_metrics.get(metric), mode):
+                ckpt, best_metrics = other, scores
         best_path = ckpt.path
     summary = {
         "name": exp.name,

@@ -1,0 +1,125 @@
+"""Retrieval evaluation: one path for the training loop, the final stage and ``msa evaluate``.
+
+Each image and each caption of a split is encoded once (sharded over data-parallel workers,
+then gathered), and the six recalls and mR are computed on the global embeddings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from msa_model.checkpoint import restore_model
+from msa_model.config import DataConfig, from_dict
+from msa_model.data import (
+    EvalImages,
+    ImageRecord,
+    ImageStore,
+    build_transform,
+    collate,
+    eval_captions,
+)
+from msa_model.engine import default_device, encode_captions, encode_images
+from msa_model.metrics import retrieval_metrics
+from msa_model.pipeline import load_splits
+
+__all__ = ["EvalSet", "eval_set", "evaluate", "evaluate_split", "evaluate_checkpoint"]
+
+Gather = Callable[[Any], list[Any]]  # every worker's object, in rank order
+
+
+@dataclass
+class EvalSet:
+    """A split prepared for retrieval: each image once, each caption once."""
+
+    images: EvalImages
+    captions: list[str]
+    caption_image: torch.Tensor  # (captions,) the image id of each caption
+
+    def loader(self, batch_size: int, indices: list[int] | None = None) -> DataLoader:
+        """Batches of images (optionally only ``indices``, keeping their global image ids)."""
+        data = self.images if indices is None else Subset(self.images, indices)
+        return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
+
+
+def eval_set(records: list[ImageRecord], cfg: DataConfig, store: ImageStore) -> EvalSet:
+    """The retrieval view of a split."""
+    captions, owner = eval_captions(records)
+    return EvalSet(EvalImages(records, store, build_transform(cfg, train=False)), captions, owner)
+
+
+def evaluate(
+    model: nn.Module,
+    data: EvalSet,
+    device: torch.device,
+    batch_size: int = 256,
+    amp: str = "none",
+    rank: int = 0,
+    world_size: int = 1,
+    gather: Gather | None = None,
+) -> dict[str, float]:
+    """Retrieval metrics (percent) of ``model`` on ``data``.
+
+    With ``world_size`` > 1 each worker encodes its shard (every ``world_size``-th image and
+    caption from ``rank``) and ``gather`` collects the shards; every worker returns the same
+    numbers.
+    """
+    image_ids, image_embeds = encode_images(
+        model, data.loader(batch_size, list(range(rank, len(data.images), world_size))), device, amp
+    )
+    caption_idx = list(range(rank, len(data.captions), world_size))
+    text_embeds = encode_captions(
+        model, [data.captions[i] for i in caption_idx], device, batch_size, amp
+    )
+    shard = (image_ids, image_embeds, torch.tensor(caption_idx, dtype=torch.long), text_embeds)
+    shards = gather(shard) if world_size > 1 and gather is not None else [shard]
+    images = torch.empty(len(data.images), image_embeds.shape[1])
+    texts = torch.empty(len(data.captions), text_embeds.shape[1])
+    for ids, embeds, cidx, tembeds in shards:
+        images[ids] = embeds
+        texts[cidx] = tembeds
+    return retrieval_metrics(images, texts, data.caption_image)
+
+
+def evaluate_split(
+    model: nn.Module,
+    data: DataConfig,
+    split: str,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """Retrieval metrics of ``model`` on one split of ``data`` (val carved as in training)."""
+    records = load_splits(data)[split]
+    if not records:
+        raise ValueError(f"split {split!r} of {data.json} is empty")
+    view = eval_set(records, data, ImageStore.from_config(data))
+    return evaluate(model, view, torch.device(device), batch_size)
+
+
+def evaluate_checkpoint(
+    directory: str | Path,
+    splits: list[str],
+    data: DataConfig | dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, dict[str, float]]:
+    """Restore a checkpoint folder and evaluate it on each of ``splits``.
+
+    Args:
+        directory: A local checkpoint folder.
+        splits: Split names (``train``, ``val``, ``test``).
+        data: The data to evaluate on (default: the checkpoint's own ``data`` section).
+        device: Default: CUDA when available.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    model, meta = restore_model(directory, device)
+    experiment = meta["experiment"]
+    if not isinstance(data, DataConfig):
+        data = from_dict(DataConfig, data if data is not None else experiment["data"], "data")
+    batch = int(experiment.get("train", {}).get("eval_batch_size", 256))
+    return {split: evaluate_split(model, data, split, batch, device) for split in splits}
