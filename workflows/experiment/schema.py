@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.resources
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +139,14 @@ class FinalConfig:
     top_k: int = 1  # best configs the final stage takes (today it takes the best one only)
 
 
-SEARCH_SPACES = Path(__file__).resolve().parents[2] / "search_spaces"  # the shipped experiments
+def _shipped_experiments() -> Path:
+    """The shipped experiment YAMLs: in an installed wheel ``workflows/search_spaces/``
+    (package data), in a checkout or an editable install the top-level ``search_spaces/``."""
+    packaged = Path(str(importlib.resources.files("workflows") / "search_spaces"))
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+SEARCH_SPACES = _shipped_experiments()
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
