@@ -43,7 +43,8 @@ def train_loader(
     """The loader of one epoch: a seeded shuffle of (seed, epoch), sharded over ``world_size``.
 
     Built per epoch so a run resumed at epoch k sees exactly the batches it would have seen. It
-    draws nothing from the global RNG while built; caption sampling is seeded by (seed, epoch).
+    draws nothing from the global RNG while built; caption sampling is seeded by (seed, epoch),
+    augmentation by (seed, epoch, item).
     """
     pairs = TrainPairs(records, store, build_transform(cfg, train=True), cfg.sampling, seed)
     pairs.set_epoch(epoch)

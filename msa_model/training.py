@@ -5,9 +5,9 @@ session's checkpoint, then trains, validates, reports and checkpoints every epoc
 (a plain process, a Ray Train worker, a Tune trial) is the :class:`~msa_model.session.LoopSession`.
 
 Determinism: the model is initialised after ``seed_everything(seed)``; the data order and caption
-sampling are seeded by (seed, epoch); the global torch RNG (dropout, augmentation without a
-generator) is reseeded at the start of every epoch from (seed, epoch, rank), so a run resumed at
-epoch k trains exactly as the uninterrupted one did.
+sampling are seeded by (seed, epoch), each item's augmentation by (seed, epoch, item); the
+global torch RNG (dropout) is reseeded at the start of every epoch from (seed, epoch, rank), so
+a run resumed at epoch k trains exactly as the uninterrupted one did.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -109,6 +110,28 @@ def test_sharded_evaluation_equals_one_process(synth_data: Path) -> None:
     # worker 0 gathers both shards in rank order
     both = evaluate(model, view, device, 7, rank=0, world_size=2, gather=lambda s: [s, shards[0]])
     assert both == pytest.approx(whole, abs=1e-9)
+
+
+def test_augmentation_draws_from_each_items_own_generator(synth_data: Path) -> None:
+    from msa_model.data import ImageStore, TrainPairs, build_transform
+    from msa_model.pipeline import load_splits
+
+    cfg = dataclasses.replace(_spec(synth_data).data, augment=["hflip", "vflip", "rot90"])
+    records = load_splits(cfg)["train"][:12]
+    pairs = TrainPairs(
+        records, ImageStore.from_config(cfg), build_transform(cfg, True), "one_caption", 3
+    )
+    pairs.set_epoch(1)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = [pairs[i]["image"] for i in range(len(pairs))]
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is not drawn from
+    torch.manual_seed(123)  # another global state, the items in reverse order: the same draws
+    again = [pairs[i]["image"] for i in reversed(range(len(pairs)))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    pairs.set_epoch(2)
+    other = [pairs[i]["image"] for i in range(len(pairs))]
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
 
 
 def test_progress_lines_without_a_terminal() -> None:

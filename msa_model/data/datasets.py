@@ -39,7 +39,8 @@ class ImageTransform:
     """PIL image -> normalised float tensor (3, size, size), with optional random flips/rot90.
 
     A class rather than a closure so that DataLoader workers can pickle it. Random choices use
-    torch's global generator (seeded per worker by the DataLoader).
+    the ``generator`` passed to a call (:class:`TrainPairs` passes one seeded per item), else
+    torch's global generator.
 
     Args:
         size: Output side length; images of another size are resized with ``resize``.
@@ -61,18 +62,19 @@ class ImageTransform:
         self.augment = tuple(augment)
         self.resize = resize
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
         if image.mode != "RGB":
             image = image.convert("RGB")
         if image.size != (self.size, self.size):
             image = image.resize((self.size, self.size), _FILTERS[self.resize])
         x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-        if "hflip" in self.augment and torch.rand(()) < 0.5:
+        if "hflip" in self.augment and torch.rand((), generator=generator) < 0.5:
             x = x.flip(2)
-        if "vflip" in self.augment and torch.rand(()) < 0.5:
+        if "vflip" in self.augment and torch.rand((), generator=generator) < 0.5:
             x = x.flip(1)
         if "rot90" in self.augment:
-            k = int(torch.randint(4, ()))
+            k = int(torch.randint(4, (), generator=generator))
             if k:
                 x = x.rot90(k, dims=(1, 2))
         out = torch.empty(x.shape, dtype=torch.float32)  # one contiguous copy, then in place:
@@ -188,7 +190,9 @@ class TrainPairs(Dataset):
         store: Where images come from.
         transform: PIL image -> tensor (see :func:`build_transform`).
         sampling: ``"all_captions"`` or ``"one_caption"``.
-        seed: Seed of the per-epoch caption choice (``"one_caption"`` only).
+        seed: Seed of the per-epoch caption choice (``"one_caption"``) and of each item's
+            augmentation generator, seeded by (seed, epoch, index): the same draws whatever
+            the worker, rank or order that loads the item.
     """
 
     def __init__(self, records: Sequence[ImageRecord], store: ImageStore,
@@ -226,8 +230,15 @@ class TrainPairs(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_id, j = self.caption_index(index)
         record = self.records[image_id]
+        image = self.store.load(record.filename)
+        if getattr(self.transform, "augment", ()):  # random flips/rotations: the item's own RNG
+            seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
+            generator = torch.Generator().manual_seed(int(seed))
+            tensor = self.transform(image, generator=generator)
+        else:
+            tensor = self.transform(image)
         return {
-            "image": self.transform(self.store.load(record.filename)),
+            "image": tensor,
             "caption": record.captions[j],
             "image_id": image_id,
         }
