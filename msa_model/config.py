@@ -135,6 +135,8 @@ class ModelConfig:
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
     mscmat: MSCMATConfig = field(default_factory=MSCMATConfig)
+    frozen_cache_dir: str | None = None  # with cache_frozen: also keep the memo of the frozen
+    # towers' outputs in this folder (e.g. ~/.cache/msa-tune), shared by every run on a machine
 
     def validate(self, prefix: str = "") -> None:
         _require(self.embed_dim >= 1, prefix, "embed_dim", f"must be >= 1, got {self.embed_dim}")

@@ -6,12 +6,20 @@ frozen towers then recomputes the same features every epoch; :class:`FeatureMemo
 sample's output, keyed by the bytes of that sample's inputs, so an image or caption seen before
 costs a hash instead of a forward pass. Exact: a hit returns what the module computed for the
 same input (up to float reduction order across batch sizes).
+
+With a folder, the memo is also kept on disk under a name derived from the frozen weights, so
+every run on a machine (the trials of a search, the seeds of the final stage) computes each
+input once: it is read when the tower is built and written, atomically, when the tower leaves
+training mode with new entries (each epoch's validation).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -31,12 +39,41 @@ class FeatureMemo:
 
     ``fn(*inputs)`` must return a list of tensors, each with the batch as its first dimension.
     Only samples whose key is new are computed (as one batch); outputs are stored on the CPU in
-    the dtype they were computed in.
+    the dtype they were computed in. With ``folder``, the memo file is named by ``source``'s
+    weights and ``extra`` (read at the first call, when the weights are final); loading new
+    weights into ``source`` empties the memo.
     """
 
-    def __init__(self, fn: Callable[..., list[torch.Tensor]]) -> None:
-        self.fn = fn
+    def __init__(
+        self,
+        fn: Callable[..., list[torch.Tensor]],
+        source: nn.Module,
+        folder: str | None = None,
+        extra: Iterable[object] = (),
+    ) -> None:
+        self.fn, self.source, self.folder, self.extra = fn, source, folder, list(extra)
+        self.reset()
+        source.register_load_state_dict_post_hook(lambda *_: self.reset())
+
+    def reset(self) -> None:
+        """Forget every entry (the source's weights changed)."""
         self.store: dict[bytes, list[torch.Tensor]] = {}
+        self.path: Path | None = None
+        self._opened = False
+        self._saved = 0
+
+    def _open(self) -> None:
+        self._opened = True
+        if self.folder is None:
+            return
+        digest = hashlib.blake2b(repr(self.extra).encode(), digest_size=16)
+        for name, tensor in sorted(self.source.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        self.path = Path(self.folder).expanduser() / f"memo-{digest.hexdigest()}.pt"
+        if self.path.is_file():
+            self.store = torch.load(self.path, weights_only=True)
+            self._saved = len(self.store)
 
     @staticmethod
     def _key(row: tuple[torch.Tensor, ...]) -> bytes:
@@ -48,6 +85,8 @@ class FeatureMemo:
 
     @torch.no_grad()
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        if not self._opened:
+            self._open()
         device = inputs[0].device
         keys = [self._key(tuple(x[i] for x in inputs)) for i in range(inputs[0].shape[0])]
         first = {key: i for i, key in reversed(list(enumerate(keys)))}  # a row of each key
@@ -62,3 +101,18 @@ class FeatureMemo:
 
     def __len__(self) -> int:
         return len(self.store)
+
+    def save(self) -> None:
+        """Write the memo to its file when it has new entries (atomic: readers never see half)."""
+        if self.path is None or len(self.store) == self._saved:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(self.store, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self._saved = len(self.store)

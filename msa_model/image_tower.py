@@ -99,7 +99,9 @@ class ImageTower(nn.Module):
     ``forward`` returns ``(global_embed (B, d), scales (S, B, d))``, scales shallow to deep.
     """
 
-    def __init__(self, cfg: ImageTowerConfig, embed_dim: int) -> None:
+    def __init__(
+        self, cfg: ImageTowerConfig, embed_dim: int, cache_dir: str | None = None
+    ) -> None:
         super().__init__()
         self.backbone = _create_backbone(cfg)
         info = self.backbone.feature_info
@@ -112,11 +114,16 @@ class ImageTower(nn.Module):
         self.fusion = GatedFusion(embed_dim)
         self.freeze = cfg.freeze_backbone
         keep_frozen(self.backbone if self.freeze else None)
-        self._memo = FeatureMemo(self._pool) if cfg.cache_frozen else None
+        self._memo = None
+        if cfg.cache_frozen:
+            extra = ["image", self.stages, self.pools]
+            self._memo = FeatureMemo(self._pool, self.backbone, cache_dir, extra)
 
     def train(self, mode: bool = True) -> ImageTower:
         super().train(mode)
         keep_frozen(self.backbone if self.freeze else None)
+        if not mode and self._memo is not None:
+            self._memo.save()
         return self
 
     @property

@@ -29,8 +29,10 @@ class MSAModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tokenizer = tokenizer
-        self.image = ImageTower(cfg.image, cfg.embed_dim)
-        self.text = TextTower(cfg.text, cfg.embed_dim, vocab_size=len(tokenizer))
+        self.image = ImageTower(cfg.image, cfg.embed_dim, cfg.frozen_cache_dir)
+        self.text = TextTower(
+            cfg.text, cfg.embed_dim, vocab_size=len(tokenizer), cache_dir=cfg.frozen_cache_dir
+        )
         mscmat = cfg.mscmat
         widths = [p.in_features for p in self.image.proj]  # of the pooled stage vectors
         self.mscmat = MSCMAT(

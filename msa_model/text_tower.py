@@ -52,7 +52,9 @@ class TextTower(nn.Module):
     Both are projected to ``embed_dim`` when the encoder's hidden size differs.
     """
 
-    def __init__(self, cfg: TextTowerConfig, embed_dim: int, vocab_size: int) -> None:
+    def __init__(
+        self, cfg: TextTowerConfig, embed_dim: int, vocab_size: int, cache_dir: str | None = None
+    ) -> None:
         super().__init__()
         self.encoder = _load_encoder(cfg, vocab_size)
         hidden = self.encoder.config.hidden_size
@@ -60,11 +62,15 @@ class TextTower(nn.Module):
         self.token_proj = nn.Linear(hidden, embed_dim) if hidden != embed_dim else nn.Identity()
         self.freeze = cfg.freeze
         keep_frozen(self.encoder if self.freeze else None)
-        self._memo = FeatureMemo(self._states) if cfg.cache_frozen else None
+        self._memo = None
+        if cfg.cache_frozen:
+            self._memo = FeatureMemo(self._states, self.encoder, cache_dir, ["text"])
 
     def train(self, mode: bool = True) -> TextTower:
         super().train(mode)
         keep_frozen(self.encoder if self.freeze else None)
+        if not mode and self._memo is not None:
+            self._memo.save()
         return self
 
     def _states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:

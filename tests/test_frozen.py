@@ -33,7 +33,7 @@ def test_memo_computes_each_new_sample_once() -> None:
         calls.append(x.shape[0])
         return [2 * x, x.sum(1)]
 
-    memo = FeatureMemo(double)
+    memo = FeatureMemo(double, torch.nn.Linear(1, 1))
     a, b, c = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0]), torch.tensor([5.0, 6.0])
     first = memo(torch.stack([a, b, a]))  # a twice in one batch: computed once
     assert calls == [2]
@@ -77,3 +77,34 @@ def test_cache_needs_a_frozen_tower(section: str, key: str) -> None:
     raw = {**TINY_MODEL, section: {**TINY_MODEL.get(section, {}), "cache_frozen": True}}
     with pytest.raises(ConfigError, match=f"model.{section}.cache_frozen: needs {key}: true"):
         from_dict(ModelConfig, raw, "model")
+
+
+def test_memo_on_disk_is_shared_by_the_next_run(tmp_path) -> None:
+    model = frozen_model(cache=True)
+    images = torch.randn(2, 3, 32, 32)
+    first = model.image.pooled(images)
+    model.eval()  # leaving training mode writes the memo
+    assert list(tmp_path.iterdir()) == []  # no folder configured: memory only
+    model.cfg.frozen_cache_dir = str(tmp_path)
+    disk = MSAModel(model.cfg, model.tokenizer)
+    disk.load_state_dict(model.state_dict())
+    disk.image.pooled(images)
+    disk.text(**disk.tokenize(CAPTIONS))
+    disk.eval()
+    assert len(list(tmp_path.glob("memo-*.pt"))) == 2  # the image and the text memo
+
+    def fail(*_: torch.Tensor) -> list[torch.Tensor]:
+        raise AssertionError("recomputed an input the memo file holds")
+
+    again = MSAModel(model.cfg, model.tokenizer)
+    again.load_state_dict(model.state_dict())
+    again.image._memo.fn = fail
+    for got, want in zip(again.image.pooled(images), first, strict=True):
+        torch.testing.assert_close(got, want)
+    torch.manual_seed(1)
+    fresh = MSAModel(model.cfg, model.tokenizer)  # other weights: another file, nothing reused
+    fresh.image.pooled(images)
+    assert len(fresh.image._memo) == 2 and fresh.image._memo.path != again.image._memo.path
+    again.image._memo.fn = fresh.image._pool
+    again.load_state_dict(fresh.state_dict())  # new weights empty the memo
+    torch.testing.assert_close(again.image.pooled(images), fresh.image.pooled(images))
