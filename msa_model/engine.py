@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from msa_model import losses
 from msa_model.config import OptimConfig
+from msa_model.losses import MSALoss, caption_ids
 from msa_model.progress import Progress
 
 __all__ = [
@@ -113,7 +113,7 @@ def make_grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
 
 def train_step(
     model: nn.Module,
-    loss_fn: nn.Module,
+    loss_fn: MSALoss,
     batch: dict,
     optimizer: torch.optim.Optimizer,
     *,
@@ -134,12 +134,10 @@ def train_step(
     tokens = {k: v.to(device) for k, v in unwrap(model).tokenize(batch["captions"]).items()}
     images = batch["images"].to(device, non_blocking=True)
     image_ids = batch["image_ids"].to(device)
-    extra = {}
-    if hasattr(losses, "caption_ids"):  # until the caption-ids helper lands in losses.py
-        extra["caption_ids"] = losses.caption_ids(batch["captions"]).to(device)
+    same_caption = caption_ids(batch["captions"]).to(device)
     with autocast(device, amp):
         out = model(images, **tokens, with_scores=loss_fn.needs_scores)
-        parts = loss_fn(out, image_ids, **extra)
+        parts = loss_fn(out, image_ids, caption_ids=same_caption)
     loss = parts["loss"]
     if not torch.isfinite(loss):
         raise FloatingPointError(
@@ -160,7 +158,7 @@ def train_step(
 
 def train_epoch(
     model: nn.Module,
-    loss_fn: nn.Module,
+    loss_fn: MSALoss,
     loader: Iterable[dict],
     optimizer: torch.optim.Optimizer,
     *,

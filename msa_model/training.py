@@ -121,8 +121,7 @@ def run_epoch(state: LoopState, spec: RunSpec, session: LoopSession, epoch: int)
     """Train one epoch (0-based ``epoch``) and validate; returns the epoch's report."""
     began = time.perf_counter()
     torch.manual_seed(epoch_seed(spec.seed, epoch, session.rank))
-    if hasattr(state.loss_fn, "set_epoch"):
-        state.loss_fn.set_epoch(epoch)
+    state.loss_fn.set_epoch(epoch)  # a warm-up loss switches form by epoch
     loader = _loader(spec, state.splits["train"], state.store, session, epoch)
     progress = None
     if session.rank == 0:
