@@ -136,11 +136,18 @@ def _overhead(quick: bool) -> dict[str, Any]:
     return bench_overhead.run(quick=quick)
 
 
+def _final(quick: bool) -> dict[str, Any]:
+    from benchmarks import bench_final
+
+    return bench_final.run(quick=quick)
+
+
 BENCHMARKS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "mscmat": _mscmat,
     "metrics": _metrics,
     "train_step": _train_step,
     "overhead": _overhead,
+    "final": _final,
 }
 
 

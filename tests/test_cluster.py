@@ -154,7 +154,7 @@ def search_experiment(
             "space": {"loss.lambda_mscma": {"loguniform": [1.0, 30.0]}},
             **search,
         },
-        final={"enabled": True},
+        final={"enabled": True, "top_k": 1, "seeds": 1},  # one retraining of best and baseline
     )
     exp["train"].update(epochs=epochs, max_failures=1, trial_launcher=launcher)
     return exp

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 
@@ -46,6 +47,7 @@ def tuned(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "loss.lambda_mscma": {"loguniform": [1.0, 30.0]},
             },
         },
+        final={"top_k": 1, "seeds": 2},
     )
     exp["model"]["image"]["num_scales"] = 1
     exp["train"]["max_failures"] = 0
@@ -62,10 +64,13 @@ def test_tune_writes_consistent_results(tuned: Path) -> None:
         "trials.csv",
         "history.csv",
         "best_config.yaml",
+        "optuna.db",
         "final/metrics.json",
+        "final/test_reads.json",
         "final/report.md",
         "final/val_curves.png",
-        "final/params.png",
+        "final/final.png",
+        "final/slices.png",
     ):
         assert (out / name).is_file(), name
     trials = read_table(out / "trials.csv")
@@ -85,21 +90,55 @@ def test_tune_writes_consistent_results(tuned: Path) -> None:
     assert best["best_val_mr"] == trials["best_val_mr"].max()
     per_trial = history[history["trial_id"] == best["trial_id"]]
     assert best["best_val_mr"] == pytest.approx(per_trial["val_mr"].max())
+    # every epoch reports the best so far: what Optuna and ASHA rank trials by
+    for _, group in history.groupby("trial_id"):
+        assert group["val_mr_best"].tolist() == group["val_mr"].cummax().tolist()
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
+    told = sorted(t.value for t in study.trials if t.value is not None)
+    assert told == pytest.approx(sorted(trials["best_val_mr"].dropna()))
+
+    final = json.loads((out / "final" / "metrics.json").read_text())
+    # the final stage: the best config and the baseline, each retrained with seeds 1 and 2
+    assert final["seeds"] == [1, 2] and final["epochs"] == 2
+    labels = [c["label"] for c in final["candidates"]]
+    assert labels in (["baseline"], ["rank1", "baseline"])  # rank1 may be the baseline itself
+    assert final["baseline"]["params"] == first and final["baseline"]["trial_id"] is not None
+    reads = json.loads((out / "final" / "test_reads.json").read_text())
+    for cand in final["candidates"]:
+        assert [r["seed"] for r in cand["seeds"]] == [1, 2]
+        for run in cand["seeds"]:
+            # the tested checkpoint is the run's best validation epoch, its val metrics its own
+            record = json.loads((Path(run["checkpoint"]).parent / "checkpoints.json").read_text())
+            latest = max(record["checkpoints"], key=lambda e: e["epoch"])["name"]
+            history = json.loads(
+                (Path(run["checkpoint"]).parent / latest / "meta.json").read_text()
+            )
+            scores = [epoch["val_mr"] for epoch in history["history"]]
+            assert len(scores) == 2 and run["epoch"] == 1 + scores.index(max(scores))
+            for key in KEYS:
+                assert run["val"][key] == pytest.approx(
+                    history["history"][run["epoch"] - 1][f"val_{key}"]
+                )
+            assert set(KEYS) <= set(run["test"])
+            assert reads[f"final:{Path(run['checkpoint']).parent.name}"][0]["finished"]
+        for split in ("val", "test"):
+            mean = sum(r[split]["mr"] for r in cand["seeds"]) / 2
+            assert cand[split]["mr"]["mean"] == pytest.approx(mean) and cand[split]["mr"]["n"] == 2
+    winner = final["winner"]
+    assert winner["val"]["mr"]["mean"] == max(c["val"]["mr"]["mean"] for c in final["candidates"])
+    paired = [
+        w["test"]["mr"] - b["test"]["mr"]
+        for w, b in zip(winner["seeds"], final["baseline"]["seeds"], strict=True)
+    ]
+    assert final["comparison"]["test"]["mr"]["mean"] == pytest.approx(sum(paired) / 2)
+    report = (out / "final" / "report.md").read_text()
+    assert "paired by seed" in report and final["comparison"]["test"]["verdict"] in report
+    assert "chance mr" in report and "test 6 images / 30 captions" in report
 
     exported = yaml.safe_load((out / "best_config.yaml").read_text())
     assert "search" not in exported and exported["name"] == "tiny_best"
-    assert exported["loss"]["lambda_mscma"] == pytest.approx(best["param.loss.lambda_mscma"])
-    assert exported["model"]["image"]["num_scales"] == best["param.model.image.num_scales"]
-
-    final = json.loads((out / "final" / "metrics.json").read_text())
-    assert final["trial_id"] == best["trial_id"] and final["epoch"] == best["best_epoch"]
-    assert set(KEYS) <= set(final["val"]) and set(KEYS) <= set(final["test"])
-    # the final stage re-evaluates the selected checkpoint: val must match what the trial reported
-    row = per_trial[per_trial["epoch"] == best["best_epoch"]].iloc[0]
-    for key in KEYS:
-        assert final["val"][key] == pytest.approx(row[f"val_{key}"], abs=1e-6)
-    report = (out / "final" / "report.md").read_text()
-    assert "paper settings" in report and best["trial_id"] in report and "test" in report
+    assert exported["loss"]["lambda_mscma"] == pytest.approx(winner["params"]["loss.lambda_mscma"])
+    assert exported["model"]["image"]["num_scales"] == winner["params"]["model.image.num_scales"]
 
     for trial_id in trials.loc[~failed, "trial_id"]:
         events = list((out / "tensorboard" / trial_id).glob("events.out.tfevents.*"))
@@ -115,9 +154,9 @@ def test_export_then_train_reproduces_trial(tuned: Path) -> None:
     proc = msa("train", "again.yaml", "--num-cpus", "2", cwd=tuned)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "epoch 2/2" in proc.stdout + proc.stderr
-    trials = read_table(out / "trials.csv")
+    winner = json.loads((out / "final" / "metrics.json").read_text())["winner"]
     history = read_table(out / "history.csv")
-    trial = history[history["trial_id"] == trials.iloc[0]["trial_id"]].sort_values("epoch")
+    trial = history[history["trial_id"] == winner["trial_id"]].sort_values("epoch")
     rerun = read_table(tuned / "results" / "tiny_best" / "history.csv").sort_values("epoch")
     assert list(rerun["epoch"]) == list(trial["epoch"])
     for key in ["train_loss", *[f"val_{k}" for k in KEYS]]:
@@ -130,9 +169,11 @@ def test_evaluate_cli_matches_final_stage(tuned: Path) -> None:
     proc = msa("evaluate", "results/tiny", "--split", "test", cwd=tuned)
     assert proc.returncode == 0, proc.stderr[-2000:]
     final = json.loads((tuned / "results" / "tiny" / "final" / "metrics.json").read_text())
+    tested = final["winner"]["seeds"][0]  # the checkpoint `msa evaluate RESULTS` reads
+    assert tested["checkpoint"] == final["checkpoint"]
     printed = dict(line.split() for line in proc.stdout.strip().splitlines())
     for key in KEYS:
-        assert float(printed[key]) == pytest.approx(final["test"][key], abs=0.01)
+        assert float(printed[key]) == pytest.approx(tested["test"][key], abs=0.01)
 
 
 def test_second_tune_without_resume_is_refused(tuned: Path) -> None:
@@ -175,7 +216,7 @@ def test_two_worker_ddp_run_evaluates_like_one_process(synth_data: Path, tmp_pat
 
 
 def test_final_retrain_on_train_plus_val(synth_data: Path, tmp_path: Path) -> None:
-    """final.retrain: the best config is retrained on train+val, then tested once."""
+    """final.retrain: each final run trains on train+val, then its last epoch is tested once."""
     exp = tiny_experiment(
         synth_data,
         name="retrain",
@@ -184,7 +225,7 @@ def test_final_retrain_on_train_plus_val(synth_data: Path, tmp_path: Path) -> No
             "scheduler": {"type": "fifo"},
             "space": {"loss.margin": {"uniform": [0.2, 0.6]}},
         },
-        final={"retrain": True},
+        final={"retrain": True, "top_k": 1, "seeds": 1},
     )
     exp["train"]["epochs"] = 1
     write_yaml(tmp_path / "retrain.yaml", exp)
@@ -192,10 +233,29 @@ def test_final_retrain_on_train_plus_val(synth_data: Path, tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "results" / "retrain"
     final = json.loads((out / "final" / "metrics.json").read_text())
-    assert final["retrained"] is True
-    assert "/final/final-retrain/" in final["checkpoint"]
-    meta = json.loads((Path(final["checkpoint"]) / "meta.json").read_text())
+    assert final["retrained"] is True and final["winner"]["label"] == "baseline"
+    (run,) = final["baseline"]["seeds"]
+    assert "/ray/final_runs/retrain-final-" in run["checkpoint"] and run["epoch"] == 1
+    meta = json.loads((Path(run["checkpoint"]) / "meta.json").read_text())
     assert "val_mr" not in meta["metrics"]  # no validation while training on train+val
-    trial = read_table(out / "trials.csv").iloc[0]
-    assert final["val"]["mr"] == pytest.approx(trial["best_val_mr"])
-    assert set(KEYS) <= set(final["test"])
+    assert run["val"] is None and final["baseline"]["val"] is None
+    assert set(KEYS) <= set(run["test"])
+
+
+def test_resume_more_adds_trials_to_the_same_study(tuned: Path) -> None:
+    """Last on the module's search: `--resume --more 1` adds a trial to its finished study."""
+    out = tuned / "results" / "tiny"
+    proc = msa("tune", "tiny.yaml", "--more", "1", cwd=tuned)
+    assert proc.returncode == 2 and "pass it with --resume" in proc.stderr
+    before = read_table(out / "trials.csv")
+    proc = msa(
+        "tune", "tiny.yaml", "--num-cpus", "2", "--resume", "--more", "1", "--no-final", cwd=tuned
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = read_table(out / "trials.csv")
+    assert len(after) == 4 and set(before["trial_id"]) < set(after["trial_id"])
+    assert (out / "ray" / "tune_more1").is_dir()
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert len(study.trials) == 4
+    reported = after.loc[after["status"] != "ERROR", "trial_id"]
+    assert set(reported) <= set(read_table(out / "history.csv")["trial_id"])

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 from msa_model.config import load_yaml
-from msa_model.constants import METRIC_KEYS
 from workflows.commands.options import add_cluster, add_set
+from workflows.errors import ResultsFolderError
 from workflows.experiment import SEARCH_SPACES, apply_overrides, parse_experiment
+from workflows.results.folders import created_by, mark_created
 
 __all__ = ["HELP", "add_arguments", "run", "run_demo", "SMOKE_OVERRIDES"]
 
@@ -56,24 +57,47 @@ def run_demo(
     raw = load_yaml(SEARCH_SPACES / "demo.yaml")
     raw = apply_overrides(raw, (SMOKE_OVERRIDES if smoke_test else []) + (overrides or []))
     exp = parse_experiment(raw, source=str(SEARCH_SPACES / "demo.yaml"))
+    out = results_root / exp.name
+    if out.exists():  # the demo replaces its own earlier results, never another folder
+        if created_by(out) != "msa demo":
+            raise ResultsFolderError(
+                f"{out} exists and msa demo did not create it: refusing to replace it; pass "
+                "another --results folder or remove it yourself"
+            )
+        print(f"[msa] replacing the previous demo results in {out}")
+        shutil.rmtree(out)
+    mark_created(out, "msa demo")
     if not Path(exp.data.json).is_file():
         images = 300 if smoke_test else DEMO_IMAGES
         print(
             f"[msa] writing the synthetic dataset ({images} images) to {Path(exp.data.json).parent}"
         )
         write_synthetic_dataset(Path(exp.data.json).parent, images, exp.data.image_size, 0)
-    out = results_root / exp.name
-    if out.exists():
-        print(f"[msa] replacing the previous demo results in {out}")
-        shutil.rmtree(out)
     run_tune(exp, results_root=results_root, address=address, storage=storage, num_cpus=num_cpus)
-    final = json.loads((out / "final" / "metrics.json").read_text())
-    keys = METRIC_KEYS
-    print(f"\n[msa] best trial {final['trial_id']} (epoch {final['epoch']}): {final['params']}")
-    print("split  " + " ".join(f"{k:>7s}" for k in keys))
-    for split in ("val", "test"):
-        print(f"{split:5s}  " + " ".join(f"{final[split][k]:7.2f}" for k in keys))
+    _print_final(json.loads((out / "final" / "metrics.json").read_text()))
     print(f"\n[msa] report: {out / 'final' / 'report.md'}; best config: {out / 'best_config.yaml'}")
     print(f"[msa] TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
     print(f"[msa] demo finished in {time.perf_counter() - began:.0f} s")
     return out
+
+
+def _print_final(final: dict) -> None:
+    """The final stage in a few lines: each candidate's mR over seeds, winner vs baseline."""
+    from workflows.results.report import summary_cell
+
+    key, winner = final["metric"].removeprefix("val_"), final["winner"]
+    print(
+        f"\n[msa] winner {winner['label']} (search trial {winner['trial_id']}): {winner['params']}"
+    )
+    print(
+        f"[msa] {key}, mean ± std [95% CI] over seeds {final['seeds']}, {final['epochs']} epochs:"
+    )
+    for cand in final["candidates"]:
+        cells = [
+            f"{split} {summary_cell((cand[split] or {}).get(key))}" for split in ("val", "test")
+        ]
+        print(f"  {cand['label']:9s} " + "   ".join(cells))
+    for split in ("val", "test"):
+        diff = final["comparison"].get(split)
+        if diff:
+            print(f"[msa] {split}: winner - baseline {summary_cell(diff[key])}: {diff['verdict']}")

@@ -13,27 +13,46 @@ HELP = "search with Ray Tune + Optuna, then the final stage"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """CONFIG, ``--set``, ``--resume``, ``--no-final`` and the cluster options."""
+    """CONFIG, ``--set``, ``--resume``, ``--more``, ``--no-final``, ``--reread-test``, cluster."""
     p.add_argument("config", type=Path)
     add_set(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    p.add_argument(
+        "--more",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --resume: add N trials to a finished search (the same Optuna study)",
+    )
     p.add_argument("--no-final", action="store_true", help="skip the final evaluation stage")
+    p.add_argument(
+        "--reread-test",
+        action="store_true",
+        help="evaluate a model on the test split again although it was read before",
+    )
     add_cluster(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the search (and the final stage unless ``--no-final``)."""
+    """Run the search (and the final stage unless ``--no-final``); Ctrl-C: 130, resumable."""
+    from workflows.errors import SearchInterrupted
     from workflows.experiment import load_experiment
-    from workflows.runtime.search import run_tune
 
     exp = load_experiment(args.config, args.set)
-    run_tune(
-        exp,
-        results_root=args.results,
-        address=args.address,
-        storage=args.storage,
-        resume=args.resume,
-        final=not args.no_final,
-        num_cpus=args.num_cpus,
-    )
+    try:
+        from workflows.runtime.search import run_tune
+
+        run_tune(
+            exp,
+            results_root=args.results,
+            address=args.address,
+            storage=args.storage,
+            resume=args.resume,
+            final=not args.no_final,
+            num_cpus=args.num_cpus,
+            more=args.more,
+            reread_test=args.reread_test,
+        )
+    except KeyboardInterrupt:  # outside Tune's own handling (starting Ray, writing the tables)
+        raise SearchInterrupted("interrupted: rerun with --resume to continue") from None
     return 0

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import importlib.resources
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -98,9 +99,18 @@ class SchedulerConfig:
 
 @dataclass
 class SearcherConfig:
-    type: Literal["optuna", "random"] = "optuna"  # Optuna TPE, or Tune's random search
+    type: Literal["optuna", "random"] = "optuna"  # Optuna (its `sampler`), or Tune's random search
+    sampler: Literal["tpe", "random", "cmaes", "gp"] = "tpe"  # Optuna's sampler
+    n_startup_trials: int = 10  # tpe, cmaes, gp: random trials before the model is used
+    multivariate: bool = False  # tpe: model the parameters jointly
     seed: int = 0  # seeds the sampler: same seed, same suggestions
     start_with_config: bool = True  # first trial = the experiment's own values (paper settings)
+
+    def validate(self, prefix: str = "search.searcher") -> None:
+        if self.n_startup_trials < 0:
+            raise ConfigError(f"{prefix}.n_startup_trials: must be >= 0")
+        if self.multivariate and self.sampler != "tpe":
+            raise ConfigError(f"{prefix}.multivariate: only the tpe sampler has it")
 
 
 @dataclass
@@ -118,6 +128,9 @@ class SearchConfig:
     searcher: SearcherConfig = field(default_factory=SearcherConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)  # the start_with_config trial
     max_trial_failures: int = 0  # Tune-level retries of a failed trial
+    # Optuna storage URL of the study (e.g. postgresql://... on a cluster); None:
+    # sqlite:///results/<name>/optuna.db
+    storage: str | None = None
     space: dict[str, Any] = field(default_factory=dict)  # dotted key -> {distribution: args}
 
     def validate(self, prefix: str = "search") -> None:
@@ -134,9 +147,15 @@ class SearchConfig:
 
 @dataclass
 class FinalConfig:
-    enabled: bool = True  # evaluate the best trial on the test split after the search
-    retrain: bool = False  # first retrain the best config from scratch on train+val
-    top_k: int = 1  # best configs the final stage takes (today it takes the best one only)
+    enabled: bool = True  # after the search: retrain the best configs and the baseline, test once
+    retrain: bool = False  # retrain on train+val (no validation; the last epoch is tested)
+    top_k: int = 3  # best distinct configs by validation retrained, plus the baseline
+    seeds: int = 3  # new seeds each of them is retrained with (train.seed + 1, + 2, ...)
+
+    def validate(self, prefix: str = "final") -> None:
+        for key in ("top_k", "seeds"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{prefix}.{key}: must be >= 1, got {getattr(self, key)}")
 
 
 def _shipped_experiments() -> Path:
@@ -215,15 +234,15 @@ class Experiment:
         )
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
 def _check_name(name: Any) -> str:
-    if (
-        not isinstance(name, str)
-        or not name
-        or any(c in name for c in "/\\ ")
-        or name in (".", "..")
-    ):
+    """The experiment's name: a folder name on every system, so 1-100 of ``A-Za-z0-9._-``."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
         raise ConfigError(
-            f"name: must be a non-empty string without '/', '\\' or spaces, got {name!r}"
+            f"name: must be 1-100 characters from A-Z a-z 0-9 . _ - (not . or ..), got "
+            f"{name!r:.120}"
         )
     return name
 

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from msa_model.config import ConfigError
-from msa_model.constants import DEFAULT_METRIC
+from msa_model.constants import DEFAULT_METRIC, score_key
 from workflows.experiment import (
     Experiment,
     dump_experiment,
@@ -29,11 +29,46 @@ def trial_experiment(exp: Experiment, params: dict[str, Any], name: str) -> Expe
     return parse_experiment(raw, source=f"trial config {name}")
 
 
+def _final_ranking(results_dir: Path, trials: int) -> list[dict[str, Any]]:
+    """The final stage's candidates, winner first, then by mean validation score.
+
+    Empty when there is no final stage, or when it predates trials added since (``--more``).
+    """
+    path = results_dir / "final" / "metrics.json"
+    if not path.is_file():
+        return []
+    final = json.loads(path.read_text())
+    if "winner" not in final or final.get("search_trials") != trials:
+        return []
+    key = final["metric"].removeprefix("val_")
+    others = [c for c in final["candidates"] if c["label"] != final["winner"]["label"]]
+    others.sort(
+        key=lambda c: score_key(c["val"][key]["mean"] if c["val"] else None, final["mode"]),
+        reverse=True,
+    )
+    return [final["winner"], *others]
+
+
+def _header(results_dir: Path, source: Any, metric: str) -> str:
+    if isinstance(source, dict):  # a final-stage candidate
+        summary = (source["val"] or {}).get(metric.removeprefix("val_"))
+        score = "" if summary is None else f": mean {metric} {summary['mean']:.4f}"
+        return (
+            f"# exported from {results_dir} final stage, {source['label']} (search trial "
+            f"{source['trial_id']}){score} over {len(source['seeds'])} retrained seeds\n"
+        )
+    return (
+        f"# exported from {results_dir} trial {source.trial_id}: "
+        f"best {metric} {getattr(source, f'best_{metric}'):.4f} at epoch {int(source.best_epoch)}\n"
+    )
+
+
 def export_best(results_dir: Path, top: int = 1, out: Path | None = None) -> list[Path]:
-    """Write the ``top`` best trials' configs; returns the files written.
+    """Write the ``top`` best configs; returns the files written.
 
     ``top=1`` writes ``best_config.yaml`` (or ``out``); more write ``top_configs/rank<k>.yaml``
-    (or into the folder ``out``). Ranking is by the search metric on the validation split.
+    (or into the folder ``out``). After the final stage the ranking is its own (the winner: the
+    best mean validation score over seeds); before it, the search's (each trial's best epoch).
     """
     results_dir = Path(results_dir)
     table_path = results_dir / "trials.csv"
@@ -44,23 +79,20 @@ def export_best(results_dir: Path, top: int = 1, out: Path | None = None) -> lis
     exp = load_experiment(results_dir / "experiment.yaml")
     metric = exp.search.metric if exp.search else DEFAULT_METRIC
     table = read_table(table_path)
-    ranked = table[table.get(f"best_{metric}", pd.Series(dtype=float)).notna()].head(top)
+    ranked = table[table.get(f"best_{metric}", pd.Series(dtype=float)).notna()]
     if ranked.empty:
         raise ValueError(f"{table_path}: no trial reported {metric}; nothing to export")
+    sources = _final_ranking(results_dir, len(table)) or list(ranked.itertuples(index=False))
     written = []
-    for rank, row in enumerate(ranked.itertuples(index=False), start=1):
-        params = json.loads(row.params)
+    for rank, source in enumerate(sources[:top], start=1):
+        params = source["params"] if isinstance(source, dict) else json.loads(source.params)
         if top == 1:
             path = out or results_dir / "best_config.yaml"
             name = f"{exp.name}_best"
         else:
             path = (out or results_dir / "top_configs") / f"rank{rank}.yaml"
             name = f"{exp.name}_rank{rank}"
-        header = (
-            f"# exported from {results_dir} trial {row.trial_id}: "
-            f"best {metric} {getattr(row, f'best_{metric}'):.4f} at epoch {int(row.best_epoch)}\n"
-        )
         dump_experiment(trial_experiment(exp, params, name), path, with_search=False)
-        path.write_text(header + path.read_text())
+        path.write_text(_header(results_dir, source, metric) + path.read_text())
         written.append(path)
     return written

@@ -1,4 +1,10 @@
-"""``final/report.md``: tables of the trials and the final metrics, with PNG plots."""
+"""``final/report.md``: the final stage's comparison with confidence intervals, and the search.
+
+Tables of every candidate's mean, std and 95% CI over seeds on val and test, the paired
+difference winner - baseline with its plain sentence, chance level and gallery sizes; plots:
+validation curves of every trial (baseline highlighted, chance line), the final runs, and
+Optuna's importances, parallel coordinates, history and slices.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +17,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 from msa_model.constants import METRIC_KEYS  # noqa: E402
+from workflows.experiment.space import Distribution  # noqa: E402
+from workflows.results.study_plots import plot_study, study_from_table  # noqa: E402
 
-__all__ = ["markdown_table", "plot_curves", "plot_params", "write_report"]
+__all__ = ["markdown_table", "summary_cell", "plot_curves", "plot_final", "write_report"]
 
+SPLIT_NAMES = {"val": "validation", "test": "test"}
 
 
 def _fmt(value: Any) -> str:
@@ -40,10 +48,28 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(history: pd.DataFrame, metric: str, path: Path, highlight: dict[str, str]) -> Path:
-    """``metric`` per epoch, one line per trial; ``highlight`` maps trial ids to labels."""
+def summary_cell(summary: dict[str, Any] | None) -> str:
+    """``mean ± std [low, high]`` (2 decimals), the mean alone for one seed, blank for none."""
+    if summary is None:
+        return ""
+    if summary["ci95"] is None:
+        return f"{summary['mean']:.2f}"
+    low, high = summary["ci95"]
+    return f"{summary['mean']:.2f} ± {summary['std']:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def plot_curves(
+    history: pd.DataFrame,
+    metric: str,
+    path: Path,
+    highlight: dict[str, str],
+    chance: float | None = None,
+) -> Path:
+    """``metric`` per epoch, one line per trial; ``highlight`` (id -> label) drawn on top."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for trial_id, group in history.groupby("trial_id", sort=False):
+    groups = list(history.groupby("trial_id", sort=False))
+    groups.sort(key=lambda item: item[0] in highlight)  # highlighted trials last, on top
+    for trial_id, group in groups:
         if metric not in group or group[metric].isna().all():
             continue
         label = highlight.get(trial_id)
@@ -52,13 +78,17 @@ def plot_curves(history: pd.DataFrame, metric: str, path: Path, highlight: dict[
             group[metric],
             marker="o",
             ms=3,
-            lw=2.2 if label else 1.0,
-            alpha=1.0 if label else 0.55,
+            lw=2.4 if label else 1.0,
+            alpha=1.0 if label else 0.5,
             label=f"{trial_id} ({label})" if label else trial_id,
+            zorder=3 if label else 2,
         )
+    if chance is not None:
+        ax.axhline(chance, color="black", ls="--", lw=1, label=f"chance ({chance:.2f})")
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} per epoch, every trial (validation split)")
+    ax.set_title(f"{metric} per epoch, every trial of the search (validation split)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -67,129 +97,215 @@ def plot_curves(history: pd.DataFrame, metric: str, path: Path, highlight: dict[
     return path
 
 
-def plot_params(
-    table: pd.DataFrame, metric: str, keys: list[str], log_keys: set[str], path: Path
-) -> Path:
-    """Each trial's best ``metric`` against each searched parameter (one panel per key)."""
-    n = max(1, len(keys))
-    cols = min(3, n)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
-    best_col = f"best_{metric}"
-    for ax, key in zip(axes.flat, keys, strict=False):
-        col = f"param.{key}"
-        done = table[table[best_col].notna()] if best_col in table else table.iloc[0:0]
-        ax.scatter(
-            done[col],
-            done[best_col],
-            c=done["status"].map({"STOPPED": "tab:orange"}).fillna("tab:blue"),
-        )
-        if key in log_keys:
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.set_xlabel(key)
-        ax.set_ylabel(best_col)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys) :]:
-        ax.set_visible(False)
-    fig.suptitle(
-        f"best {metric} of each trial vs searched parameters (orange: stopped by ASHA)", fontsize=9
-    )
+def plot_final(final: dict[str, Any], path: Path) -> Path:
+    """Each candidate's mean ``metric`` with its 95% CI on val and test, and chance level."""
+    key = final["metric"].removeprefix("val_")
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    labels = [c["label"] for c in final["candidates"]]
+    for offset, split in ((-0.12, "val"), (0.12, "test")):
+        xs, means, errs = [], [], [[], []]
+        for i, cand in enumerate(final["candidates"]):
+            summary = (cand[split] or {}).get(key)
+            if summary is None:
+                continue
+            low, high = summary["ci95"] or (summary["mean"], summary["mean"])
+            xs.append(i + offset)
+            means.append(summary["mean"])
+            errs[0].append(summary["mean"] - low)
+            errs[1].append(high - summary["mean"])
+        if xs:
+            ax.errorbar(xs, means, yerr=errs, fmt="o", capsize=4, label=SPLIT_NAMES[split])
+        chance = final["gallery"].get(split, {}).get("chance", {}).get(key)
+        if chance is not None:
+            ax.axhline(chance, ls="--", lw=1, color="gray")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlim(-0.5, len(labels) - 0.5)
+    ax.set_ylabel(f"{key}, mean and 95% CI over seeds")
+    ax.set_title("final stage: retrained candidates (dashed: chance level)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
+def _comparison_lines(final: dict[str, Any]) -> list[str]:
+    key = final["metric"].removeprefix("val_")
+    comp, lines = final["comparison"], []
+    for split in ("val", "test"):
+        diff = comp.get(split)
+        if diff is None:
+            continue
+        d, ci = diff[key], diff[key]["ci95"]
+        interval = f"95% CI [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "no interval"
+        lines.append(
+            f"- {SPLIT_NAMES[split]}: `{comp['winner']}` - `{comp['baseline']}` = "
+            f"{d['mean']:+.2f} {key} points ({interval}, {d['n']} seeds paired): "
+            f"**{diff['verdict']}**."
+        )
+    rows = [
+        {
+            "split": split,
+            "metric": k,
+            "winner": summary_cell(final["winner"][split][k]),
+            "baseline": summary_cell(final["baseline"][split][k]),
+            "difference": summary_cell(comp[split][k]),
+        }
+        for split in ("val", "test")
+        if comp.get(split) and final["winner"][split] and final["baseline"][split]
+        for k in METRIC_KEYS
+    ]
+    return [*lines, "", markdown_table(pd.DataFrame(rows))] if rows else lines
+
+
+def _candidate_tables(final: dict[str, Any]) -> list[str]:
+    lines = []
+    for split in ("val", "test"):
+        rows = [
+            {
+                "candidate": c["label"],
+                "runs": sum(1 for r in c["seeds"] if r.get(split)),
+                **{k: summary_cell(c[split][k]) for k in METRIC_KEYS},
+            }
+            for c in final["candidates"]
+            if c[split]
+        ]
+        if rows:
+            lines += [f"### {SPLIT_NAMES[split]}", "", markdown_table(pd.DataFrame(rows)), ""]
+    return lines
+
+
+def _params_table(final: dict[str, Any], searched: list[str]) -> str:
+    cands = final["candidates"]
+    rows = [
+        {"": "search rank", **{c["label"]: c["rank"] or "" for c in cands}},
+        {"": "search trial", **{c["label"]: c["trial_id"] or "" for c in cands}},
+        {
+            "": f"search best {final['metric']}",
+            **{c["label"]: "" if c["search_score"] is None else c["search_score"] for c in cands},
+        },
+        *({"": key, **{c["label"]: c["params"].get(key) for c in cands}} for key in searched),
+    ]
+    return markdown_table(pd.DataFrame(rows))
+
+
+def _runs_table(final: dict[str, Any]) -> str:
+    key = final["metric"].removeprefix("val_")
+    rows = [
+        {
+            "candidate": c["label"],
+            "seed": r["seed"],
+            "tested epoch": r["epoch"],
+            f"val {key}": (r["val"] or {}).get(key, float("nan")),
+            f"test {key}": r["test"].get(key, float("nan")),
+            "checkpoint": f"`{r['checkpoint']}`",
+        }
+        for c in final["candidates"]
+        for r in c["seeds"]
+    ]
+    return markdown_table(pd.DataFrame(rows))
+
+
+def _gallery_line(final: dict[str, Any]) -> str:
+    key = final["metric"].removeprefix("val_")
+    parts = [
+        f"{SPLIT_NAMES[split]} {g['images']} images / {g['captions']} captions "
+        f"(chance {key} {g['chance'][key]:.2f})"
+        for split, g in final["gallery"].items()
+        if key in g["chance"]
+    ]
+    return (
+        "Galleries: " + "; ".join(parts) + ". Chance is the exact expected value of a random "
+        "ranking of the gallery."
+    )
+
+
 def write_report(
     final_dir: Path,
     *,
     name: str,
-    metric: str,
     table: pd.DataFrame,
     history: pd.DataFrame,
     final: dict[str, Any],
-    paper_trial: str | None,
-    paper_values: dict[str, Any],
-    searched: list[str],
-    log_keys: set[str],
+    space: list[Distribution],
+    study: tuple[str, str] | None = None,
 ) -> Path:
-    """Write ``report.md`` and its PNGs into ``final_dir``; returns the report's path."""
-    final_dir.mkdir(parents=True, exist_ok=True)
-    best_id = final["trial_id"]
-    highlight = {best_id: "best"}
-    if paper_trial is not None:
-        highlight[paper_trial] = (
-            "paper settings" if paper_trial != best_id else "best = paper settings"
-        )
-    plot_curves(history, metric, final_dir / "val_curves.png", highlight)
-    if searched:
-        plot_params(table, metric, searched, log_keys, final_dir / "params.png")
+    """Write ``report.md`` and its PNGs into ``final_dir``; returns the report's path.
 
-    best_params = final["params"]
-    compare = pd.DataFrame(
-        {
-            "parameter": searched,
-            "paper settings": [paper_values.get(k) for k in searched],
-            "best trial": [best_params.get(k) for k in searched],
-        }
-    )
-    best_col = f"best_{metric}"
-    by_id = table.set_index("trial_id")
-    paper_score = by_id[best_col].get(paper_trial) if paper_trial in by_id.index else None
-    metrics_rows = [
-        {"split": split, **{k: final[split][k] for k in METRIC_KEYS}}
-        for split in ("val", "test")
-        if split in final
-    ]
-    shown = [
-        "trial_id",
-        "status",
-        *[f"param.{k}" for k in searched],
-        best_col,
-        "best_epoch",
-        "epochs",
-        "time_s",
-    ]
-    trials = table[[c for c in shown if c in table]].rename(
-        columns=lambda c: c.removeprefix("param.")
-    )
+    ``study``: the persisted Optuna study (storage URL, name), named for optuna-dashboard.
+    """
+    final_dir.mkdir(parents=True, exist_ok=True)
+    metric, mode = final["metric"], final["mode"]
+    key = metric.removeprefix("val_")
+    searched = [d.key for d in space]
+    winner, baseline = final["winner"], final["baseline"]
+    highlight = {}
+    if baseline["trial_id"]:
+        highlight[baseline["trial_id"]] = "baseline"
+    if winner["trial_id"] and winner["label"] != "baseline":
+        highlight[winner["trial_id"]] = f"winner, {winner['label']}"
+    chance = final["gallery"].get("val", {}).get("chance", {}).get(key)
+    plot_curves(history, metric, final_dir / "val_curves.png", highlight, chance)
+    plot_final(final, final_dir / "final.png")
+    plots = {}
+    if searched:
+        plots = plot_study(study_from_table(table, metric, mode, space), space, final_dir)
+
     failed = table[table["status"] == "ERROR"]
+    cands = ", ".join(f"`{c['label']}`" for c in final["candidates"])
     lines = [
         f"# {name}: final report",
         "",
-        f"Search metric: `{metric}` on the validation split; the test split was read once, here.",
-        f"Trials: {len(table)} ({len(failed)} failed). Best trial: `{best_id}` "
-        f"(epoch {final['epoch']}, checkpoint `{final['checkpoint']}`)"
-        + (", retrained on train+val before the test" if final.get("retrained") else "")
+        f"**Search**: {len(table)} trials ({len(failed)} failed), each ranked by its best "
+        f"epoch's `{metric}` on the validation split (the value Optuna and ASHA were given); "
+        "the baseline (the experiment's own values, the first trial) is never stopped early.",
+        "",
+        f"**Final stage**: {cands} retrained with seeds {final['seeds']} for all "
+        f"{final['epochs']} epochs"
+        + (" on train+val (no validation: the last epoch tested)" if final["retrained"] else "")
+        + ", each run tested once at its best validation epoch. Winner: "
+        f"`{winner['label']}`, the best mean validation {key}"
+        + (" (the best search rank: no validation)" if final["retrained"] else "")
         + ".",
         "",
-        "## Best trial, final metrics (percent)",
+        _gallery_line(final),
         "",
-        markdown_table(pd.DataFrame(metrics_rows)),
+        "## Winner vs baseline, paired by seed (percent)",
         "",
-        "## Best configuration vs the paper's settings",
+        *_comparison_lines(final),
         "",
-        "The paper's settings are the experiment's own values, run as the first trial.",
+        "## Every candidate: mean ± std [95% CI] over seeds (percent)",
         "",
-        markdown_table(compare),
+        *_candidate_tables(final),
+        "![final stage](final.png)",
         "",
-        f"Validation {metric}: paper settings "
-        + (f"{paper_score:.2f}" if paper_score is not None and not pd.isna(paper_score) else "n/a")
-        + f", tuned best {by_id[best_col].get(best_id):.2f}.",
+        "## Candidates",
         "",
-        "## All trials",
+        _params_table(final, searched),
         "",
-        markdown_table(trials),
+        "## Runs",
+        "",
+        _runs_table(final),
+        "",
+        "## The search",
         "",
         "![validation curves](val_curves.png)",
         "",
     ]
-    if searched:
-        lines += ["![parameters](params.png)", ""]
+    if study is not None:
+        lines += [f"Optuna study `{study[1]}`: `optuna-dashboard {study[0]}`.", ""]
+    for file, caption in plots.items():
+        drawn = not caption.startswith("not drawn")
+        lines += [f"![{caption}]({file})" if drawn else f"`{file}` {caption}", ""]
+    shown = ["trial_id", "status", *[f"param.{k}" for k in searched]]
+    shown += [f"best_{metric}", "best_epoch", "epochs", "time_s"]
+    trials = table[[c for c in shown if c in table]].rename(
+        columns=lambda c: c.removeprefix("param.")
+    )
+    lines += ["### All trials", "", markdown_table(trials), ""]
     if not failed.empty:
-        lines += ["## Failed trials", ""]
+        lines += ["### Failed trials", ""]
         lines += [f"- `{r.trial_id}`: {r.error}" for r in failed.itertuples()]
         lines.append("")
     path = final_dir / "report.md"

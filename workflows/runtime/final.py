@@ -1,22 +1,50 @@
-"""The final stage: the best trial's best checkpoint, evaluated once on the test split."""
+"""The final stage: the best configs and the baseline retrained with new seeds, tested once each.
+
+The candidates are the ``final.top_k`` best distinct configs of the search by validation and
+the baseline (the experiment's own values). Each is retrained with ``final.seeds`` new seeds
+(``train.seed + 1``, ``+ 2``, ...) for the full epochs, all runs as concurrent Tune trials on the
+cluster's resources (FIFO, no searcher). A run keeps its best validation epoch's checkpoint and
+reads the test split once, in its trial, after training. The winner is the candidate with the
+best mean validation score; its difference to the baseline is paired by seed.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import ray
 import ray.train
+from ray import tune
 
+from msa_model.checkpoint import read_checkpoint_meta
 from msa_model.config import DataConfig
-from workflows.experiment import Experiment, config_point
-from workflows.results.export import trial_experiment
+from msa_model.constants import METRIC_KEYS
+from workflows.errors import SearchInterrupted
+from workflows.experiment import Experiment, parse_experiment, with_values
 from workflows.results.report import write_report
-from workflows.results.trials import best_row, read_table
-from workflows.runtime.launch import make_trainer
+from workflows.results.stats import chance_metrics
+from workflows.results.summary import final_summary
+from workflows.results.test_reads import claim_test_read, finish_test_read
+from workflows.results.trials import read_table
+from workflows.runtime.fatal import run_once
+from workflows.runtime.records import unfinished_trials
+from workflows.runtime.searcher import baseline_point, study_storage
+from workflows.runtime.trainable import (
+    concurrent_trials,
+    train_run,
+    trains_in_trial,
+    trial_resources,
+    trial_retries,
+)
 
-__all__ = ["evaluate_stored", "run_final"]
+__all__ = ["evaluate_stored", "pick_candidates", "final_seeds", "make_final_driver", "run_final"]
+
+RUNS_DIR = "final_runs"  # under the storage root: each run's checkpoints
 
 
 def evaluate_stored(checkpoint: str, data: DataConfig, splits: list[str]) -> dict[str, dict]:
@@ -27,74 +55,235 @@ def evaluate_stored(checkpoint: str, data: DataConfig, splits: list[str]) -> dic
         return evaluate_checkpoint(local, splits, data)
 
 
-def run_final(out: Path, exp: Experiment, storage: str) -> dict[str, Any]:
-    """Evaluate the best trial on val and test (once), write ``final/metrics.json`` and the report.
+def pick_candidates(table: pd.DataFrame, exp: Experiment) -> list[dict[str, Any]]:
+    """The ``final.top_k`` best distinct configs of ``table`` (sorted best first) + the baseline.
 
-    With ``final.retrain`` the best config is first retrained from scratch on train+val for the
-    full epochs; its last checkpoint is then tested (val metrics stay the trial's own).
+    Each: ``label`` (``rank<r>``, or ``baseline`` for the experiment's own values), ``rank``
+    among the distinct configs (None for a baseline that never reported), ``baseline``,
+    ``trial_id`` and ``search_score`` (its trial's best validation value), ``params``.
     """
     assert exp.search is not None
-    metric = exp.search.metric
-    table = read_table(out / "trials.csv")
-    history = read_table(out / "history.csv")
-    best = best_row(table, metric)
-    params = json.loads(best["params"])
-    best_exp = trial_experiment(exp, params, f"{exp.name}_best")
-    checkpoint = str(best["best_checkpoint"])
-    splits = ["val", "test"]
-    if exp.final.retrain:
-        print(f"[msa] final stage: retraining trial {best['trial_id']}'s config on train+val")
-        result = make_trainer(
-            best_exp, run_name="final-retrain", storage_path=f"{storage}/final", train_on_val=True
-        ).fit()
-        checkpoint = result.checkpoint.path
-        splits = ["test"]
-    print(f"[msa] final stage: evaluating {checkpoint} on {' and '.join(splits)} (test read once)")
-    # In this process, not as a Ray task: it needs no cluster resources, so it cannot wait behind
-    # workers that a stopped trial has not released yet.
-    scores = evaluate_stored(checkpoint, best_exp.with_absolute_paths().data, splits)
-    if exp.final.retrain:
-        trial_hist = history[
-            (history["trial_id"] == best["trial_id"]) & (history["epoch"] == best["best_epoch"])
-        ]
-        scores["val"] = {
-            k.removeprefix("val_"): float(v)
-            for k, v in trial_hist.iloc[0].items()
-            if str(k).startswith("val_")
-        }
-    final = {
-        "trial_id": best["trial_id"],
-        "metric": metric,
-        "epoch": int(best["best_epoch"]),
-        "checkpoint": checkpoint,
-        "retrained": exp.final.retrain,
-        "params": params,
-        "config": best_exp.to_dict(with_search=False),
-        **scores,
-    }
+    col = f"best_{exp.search.metric}"
+    baseline = baseline_point(exp) or {}
+    ranked: list[dict[str, Any]] = []
+    for row in table[table[col].notna()].itertuples(index=False):
+        params = json.loads(row.params)
+        if any(c["params"] == params for c in ranked):
+            continue
+        ranked.append(
+            {
+                "label": f"rank{len(ranked) + 1}",
+                "rank": len(ranked) + 1,
+                "baseline": params == baseline,
+                "trial_id": row.trial_id,
+                "search_score": float(getattr(row, col)),
+                "params": params,
+            }
+        )
+    chosen = ranked[: exp.final.top_k]
+    base = next((c for c in ranked if c["baseline"]), None)
+    if base is None:
+        base = {"rank": None, "trial_id": None, "search_score": None, "params": baseline}
+        base["baseline"] = True
+    elif base in chosen:
+        chosen.remove(base)
+    return [*chosen, {**base, "label": "baseline"}]
+
+
+def final_seeds(exp: Experiment) -> list[int]:
+    """The final stage's seeds: new ones, not the search's ``train.seed``."""
+    return [exp.train.seed + i for i in range(1, exp.final.seeds + 1)]
+
+
+def _run_name(exp: Experiment, params: dict[str, Any], seed: int) -> str:
+    """A stable name per (config, seed, train+val): the same model gets the same run.
+
+    The rest of the experiment is the search's own (``--resume`` refuses another config).
+    """
+    key = {"params": params, "seed": seed, "retrain": exp.final.retrain}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{exp.name}-final-{digest[:12]}"
+
+
+def make_final_driver(
+    name: str,
+    base: dict[str, Any],
+    storage_path: str,
+    metric: str,
+    mode: str,
+    train_on_val: bool,
+):
+    """The Tune trainable of one final run: train (:func:`train_run`), then test once.
+
+    ``config["run"]`` holds its ``label``, ``params``, ``seed`` and ``run`` name. The last report
+    holds the tested epoch (``final_epoch``), its ``val_*`` metrics (none on train+val), the
+    ``test_*`` metrics and the ``checkpoint``.
+    """
+
+    def driver(config: dict[str, Any]) -> None:
+        run = config["run"]
+        run_dir = f"{storage_path}/{run['run']}"
+
+        def train_and_test() -> None:
+            exp = parse_experiment(
+                with_values(base, {**run["params"], "train.seed": run["seed"]}),
+                source=f"final run {run['label']} seed {run['seed']}",
+            )
+            best = train_run(exp, run["run"], storage_path, metric, mode, train_on_val)
+            if best is None:
+                raise RuntimeError(f"final run {run['run']}: no checkpoint was written")
+            with ray.train.Checkpoint(best).as_directory() as local:
+                tested = read_checkpoint_meta(local)["metrics"]
+            scores = evaluate_stored(best, exp.data, ["test"])["test"]
+            tune.report(
+                {
+                    "final_epoch": int(tested["epoch"]),
+                    **{k: tested[k] for k in tested if k.startswith("val_")},
+                    **{f"test_{k}": v for k, v in scores.items()},
+                    "checkpoint": best,
+                }
+            )
+
+        run_once(run_dir, train_and_test)
+
+    driver.__name__ = driver.__qualname__ = f"{name}_final"
+    return driver
+
+
+def _gallery(data: DataConfig) -> dict[str, Any]:
+    """Images, captions and chance-level metrics of the val and test splits."""
+    from msa_model.pipeline import load_splits
+
+    splits = load_splits(data)
+    out = {}
+    for split in ("val", "test"):
+        counts = [len(r.captions) for r in splits[split]]
+        if sum(counts):
+            out[split] = {
+                "images": len(counts),
+                "captions": sum(counts),
+                "chance": chance_metrics(counts),
+            }
+    return out
+
+
+def _previous_runs(final_dir: Path) -> dict[str, dict[str, Any]]:
+    """Runs an earlier final stage finished (a search extended with ``--more``), by name."""
+    path = final_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    runs = [r for c in earlier.get("candidates", []) for r in c.get("seeds", [])]
+    return {r["run"]: r for r in runs if r.get("test")}
+
+
+def _launch(
+    exp: Experiment, root: str, todo: list[dict[str, Any]], final_dir: Path, reread: bool
+) -> list[dict[str, Any]]:
+    """Run ``todo`` as concurrent Tune trials; each run's record (see ``summary``)."""
+    assert exp.search is not None
+    in_trial = trains_in_trial(exp)
+    resources = trial_resources(exp, in_trial)
+    base = exp.with_absolute_paths().to_dict(with_search=False)
+    driver = make_final_driver(
+        exp.name, base, f"{root}/{RUNS_DIR}", exp.search.metric, exp.search.mode, exp.final.retrain
+    )
+    at_once = concurrent_trials(
+        exp, ray.cluster_resources(), None if in_trial else resources, runs=len(todo)
+    )
+    print(f"[msa] final stage: {len(todo)} runs, {at_once} at a time")
+    for run in todo:
+        claim_test_read(final_dir, f"final:{run['run']}", reread)
+    results = tune.Tuner(
+        tune.with_resources(driver, resources),
+        param_space={"run": tune.grid_search(todo)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=at_once,
+            trial_name_creator=lambda t: (
+                f"{t.config['run']['label']}_seed{t.config['run']['seed']}"
+            ),
+            trial_dirname_creator=lambda t: t.config["run"]["run"],
+        ),
+        run_config=tune.RunConfig(
+            name=f"final_tune_{datetime.now():%Y%m%d-%H%M%S}",
+            storage_path=root,
+            failure_config=tune.FailureConfig(max_failures=trial_retries(exp, in_trial)),
+            verbose=1,
+        ),
+    ).fit()
+    if unfinished_trials(results, len(todo)):  # Ctrl-C: Tune stopped and saved the runs
+        raise SearchInterrupted("the final stage was interrupted: rerun with --resume")
+    done = []
+    for result in results:
+        run, last = result.config["run"], result.metrics or {}
+        if result.error is not None or "checkpoint" not in last:
+            print(f"[msa] final run {run['label']} seed {run['seed']} failed: {result.error}")
+            continue
+        val = {k: float(last[f"val_{k}"]) for k in METRIC_KEYS if f"val_{k}" in last}
+        done.append(
+            {
+                **{k: run[k] for k in ("label", "seed", "run")},
+                "checkpoint": last["checkpoint"],
+                "epoch": int(last["final_epoch"]),
+                "val": val or None,
+                "test": {k: float(last[f"test_{k}"]) for k in METRIC_KEYS},
+            }
+        )
+    return done
+
+
+def run_final(
+    out: Path, exp: Experiment, storage: str, reread_test: bool = False
+) -> dict[str, Any]:
+    """Retrain the candidates with new seeds, test each run once, write ``final/``.
+
+    Writes ``final/metrics.json`` (:func:`~workflows.results.summary.final_summary`) and the
+    report. Each run's test read is recorded in ``final/test_reads.json``; a second read of the
+    same model raises :class:`~workflows.results.test_reads.TestAlreadyRead` unless
+    ``reread_test``. Runs an earlier final stage finished (same config and seed) are reused.
+    """
+    assert exp.search is not None
     final_dir = out / "final"
     final_dir.mkdir(parents=True, exist_ok=True)
+    table = read_table(out / "trials.csv")
+    candidates = pick_candidates(table, exp)
+    seeds = final_seeds(exp)
+    earlier = _previous_runs(final_dir)
+    runs, todo = [], []
+    for cand in candidates:
+        for seed in seeds:
+            name = _run_name(exp, cand["params"], seed)
+            if name in earlier:
+                runs.append({**earlier[name], "label": cand["label"]})
+            else:
+                todo.append({"label": cand["label"], "params": cand["params"], "seed": seed})
+                todo[-1]["run"] = name
+    labels = ", ".join(c["label"] for c in candidates)
+    print(f"[msa] final stage: {labels}, each with seeds {seeds}; the test split read once each")
+    if todo:
+        runs += _launch(exp, storage, todo, final_dir, reread_test)
+    final = final_summary(
+        candidates,
+        runs,
+        metric=exp.search.metric,
+        mode=exp.search.mode,
+        epochs=exp.train.epochs,
+        seeds=seeds,
+        retrained=exp.final.retrain,
+        gallery=_gallery(exp.with_absolute_paths().data),
+        search_trials=len(table),
+    )
     (final_dir / "metrics.json").write_text(json.dumps(final, indent=2, default=str))
-    paper_values = config_point(exp.space, exp.to_dict())
-    paper_trial = _find_trial(table, paper_values)
+    for run in todo:
+        if any(r["run"] == run["run"] for r in runs):
+            finish_test_read(final_dir, f"final:{run['run']}")
     write_report(
         final_dir,
         name=exp.name,
-        metric=metric,
         table=table,
-        history=history,
+        history=read_table(out / "history.csv"),
         final=final,
-        paper_trial=paper_trial,
-        paper_values=paper_values,
-        searched=[d.key for d in exp.space],
-        log_keys={d.key for d in exp.space if "log" in d.kind},
+        space=exp.space,
+        study=(study_storage(exp, out), exp.name) if exp.search.searcher.type == "optuna" else None,
     )
     return final
-
-
-def _find_trial(table: pd.DataFrame, values: dict[str, Any]) -> str | None:
-    """The trial whose searched params equal ``values`` (the experiment's own settings)."""
-    for row in table.itertuples(index=False):
-        if json.loads(row.params) == values:
-            return row.trial_id
-    return None

@@ -58,10 +58,12 @@ def run_worker(config: dict[str, Any]) -> None:
     from workflows.runtime.session import TrainWorkerSession
 
     torch.set_num_threads(config["torch_threads"])
-    train(config["spec"], TrainWorkerSession())
+    train(config["spec"], TrainWorkerSession(config["metric"], config["mode"]))
 
 
-def run_in_trial(exp: Experiment, run_dir: str, metric: str, mode: str) -> None:
+def run_in_trial(
+    exp: Experiment, run_dir: str, metric: str, mode: str, train_on_val: bool = False
+) -> None:
     """A one-worker run inside a Tune trial's own process (``train.trial_launcher: auto``).
 
     The same loop as a Train worker's, reporting to Tune; its checkpoints are kept in
@@ -76,7 +78,7 @@ def run_in_trial(exp: Experiment, run_dir: str, metric: str, mode: str) -> None:
 
     store = RunCheckpoints(run_dir, exp.train.checkpoint_num_to_keep, metric, mode)
     torch.set_num_threads(exp.train.threads())
-    train(exp.spec(), TuneTrialSession(exp.train.use_gpu, store))
+    train(exp.spec(train_on_val), TuneTrialSession(exp.train.use_gpu, store))
 
 
 def make_trainer(
@@ -97,7 +99,12 @@ def make_trainer(
     score = None if train_on_val else metric
     return TorchTrainer(
         run_worker,
-        train_loop_config={"spec": exp.spec(train_on_val), "torch_threads": exp.train.threads()},
+        train_loop_config={
+            "spec": exp.spec(train_on_val),
+            "torch_threads": exp.train.threads(),
+            "metric": metric,
+            "mode": mode,
+        },
         scaling_config=scaling_config(exp),
         run_config=RunConfig(
             name=run_name,

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune import ExperimentAnalysis, ResultGrid
 
 from msa_model.config import ConfigError
-from workflows.experiment import Experiment, dump_experiment, parse_experiment
+from msa_model.data import check_data
+from workflows.errors import NoTrialReported, SearchInterrupted
+from workflows.experiment import Experiment, dump_experiment, load_experiment, parse_experiment
 from workflows.experiment.dotted import with_values
-from workflows.experiment.space import config_point, to_tune
+from workflows.experiment.space import to_tune
 from workflows.results.export import export_best
+from workflows.results.folders import mark_created
+from workflows.results.test_reads import TestAlreadyRead
 from workflows.results.trials import history_table, trials_table
-from workflows.runtime.cluster import connect, driver_resources
+from workflows.runtime.cluster import connect
+from workflows.runtime.fatal import run_once
 from workflows.runtime.final import run_final
-from workflows.runtime.launch import make_trainer, run_in_trial, storage_root
-from workflows.runtime.records import collect_records
+from workflows.runtime.launch import storage_root
+from workflows.runtime.records import collect_records, unfinished_trials
+from workflows.runtime.searcher import make_scheduler, make_searcher, study_exists, study_storage
+from workflows.runtime.session import running_best_key
 from workflows.runtime.tensorboard import TuneTensorBoard
+from workflows.runtime.trainable import (
+    concurrent_trials,
+    train_run,
+    trains_in_trial,
+    trial_resources,
+    trial_retries,
+)
+from workflows.runtime.trusted import check_trusted
 
 __all__ = [
     "run_tune",
@@ -35,172 +47,126 @@ __all__ = [
 TUNE_DIR = "tune"
 
 
-def trains_in_trial(exp: Experiment) -> bool:
-    """Whether each trial trains in its own process instead of through a TorchTrainer."""
-    return exp.train.trial_launcher == "auto" and exp.train.num_workers == 1
-
-
 def make_driver(name: str, base: dict[str, Any], storage_path: str, metric: str, mode: str):
-    """The Tune trainable: one trial's training run from its params.
+    """The Tune trainable: one trial's training run (:func:`train_run`) from its params.
 
-    One worker (``trains_in_trial``): the loop runs right here, reporting to Tune. Otherwise it
-    builds a TorchTrainer. Either way the run's folder ``<storage_path>/<name>-<trial id>``
-    holds its checkpoints and their record, so a restarted trial resumes from its latest
-    checkpoint. The function carries the experiment's name, so trials show under it in the
-    dashboard.
+    The run's folder is ``<storage_path>/<name>-<trial id>``. The function carries the
+    experiment's name, so trials show under it in the dashboard.
     """
 
     def driver(params: dict[str, Any]) -> None:
-        exp = parse_experiment(with_values(base, params), source="trial config")
-        run_name = f"{exp.name}-{tune.get_context().get_trial_id()}"
-        if trains_in_trial(exp):
-            run_in_trial(exp, f"{storage_path}/{run_name}", metric, mode)
-            return
-        trainer = make_trainer(
-            exp,
-            run_name=run_name,
-            storage_path=storage_path,
-            metric=metric,
-            mode=mode,
-            callbacks=[TuneReportCallback()],
-        )
-        trainer.fit()
+        run_name = f"{name}-{tune.get_context().get_trial_id()}"
+
+        def run() -> None:
+            exp = parse_experiment(with_values(base, params), source="trial config")
+            train_run(exp, run_name, storage_path, metric, mode)
+
+        run_once(f"{storage_path}/{run_name}", run)  # an error that would repeat is not retried
 
     driver.__name__ = driver.__qualname__ = name
     return driver
 
 
-def concurrent_trials(
-    exp: Experiment, resources: dict[str, float], driver: dict[str, float] | None = None
-) -> int:
-    """How many trials the cluster runs at once: its CPUs (and GPUs) over one trial's needs.
+def _tune_runs(root: str) -> list[str]:
+    """The Tune runs of a search: ``tune``, then ``tune_more<k>`` for each ``--more``."""
+    names = [TUNE_DIR]
+    while tune.Tuner.can_restore(f"{root}/{TUNE_DIR}_more{len(names)}"):
+        names.append(f"{TUNE_DIR}_more{len(names)}")
+    return names
 
-    A trial needs its Train workers' resources plus its driver's CPU share (``driver``).
-    """
+
+def _study(exp: Experiment, out: Path) -> str | None:
+    """The Optuna storage URL of the search's study (None with Tune's random search)."""
     assert exp.search is not None
-    per_trial = exp.train.num_workers * exp.train.cpus_per_worker + (driver or {}).get("CPU", 0)
-    fit = math.floor(resources.get("CPU", 1) / per_trial)
-    if exp.train.use_gpu:
-        fit = min(
-            fit,
-            math.floor(
-                resources.get("GPU", 0) / (exp.train.num_workers * exp.train.gpus_per_worker)
-            ),
-        )
-    limit = exp.search.max_concurrent_trials or exp.search.num_samples
-    return max(1, min(fit, limit, exp.search.num_samples))
+    return study_storage(exp, out) if exp.search.searcher.type == "optuna" and exp.space else None
 
 
-def trial_retries(exp: Experiment, in_trial: bool) -> int:
-    """Tune's restarts of a failed trial (-1: unlimited).
-
-    ``search.max_trial_failures``; a trial that trains in its own process also gets the
-    ``train.max_failures`` restarts from its last checkpoint that a TorchTrainer would make.
-    """
-    assert exp.search is not None
-    counts = [exp.search.max_trial_failures] + ([exp.train.max_failures] if in_trial else [])
-    return -1 if -1 in counts else sum(counts)
-
-
-def _prepare_dir(out: Path, exp: Experiment, resume: bool, tune_path: str) -> None:
+def _prepare_dir(out: Path, exp: Experiment, resume: bool, more: int, root: str) -> None:
     stored = out / "experiment.yaml"
+    tune_path = f"{root}/{TUNE_DIR}"
+    study = _study(exp, out)
+    if more < 0:
+        raise ConfigError(f"--more: must be >= 1, got {more}")
     if resume:
         if not tune.Tuner.can_restore(tune_path):
             raise ConfigError(f"--resume: no search to resume at {tune_path}")
-        from msa_model.config import load_yaml
-
-        if stored.is_file() and load_yaml(stored) != exp.to_dict():
+        check_trusted(root)
+        # compared as parsed: keys added to the schema since take their defaults on both sides
+        if stored.is_file() and load_experiment(stored).to_dict() != exp.to_dict():
             raise ConfigError(
                 f"--resume: {stored} differs from the given config; resume with the same file"
             )
+        if more and not (out / "trials.csv").is_file():
+            raise ConfigError(
+                f"--more: the search in {out} did not finish (no trials.csv); finish it with "
+                f"--resume first"
+            )
+    elif more:
+        raise ConfigError("--more adds trials to a finished search: pass it with --resume")
     elif (out / "ray" / TUNE_DIR).exists() or tune.Tuner.can_restore(tune_path):
         raise ConfigError(
             f"{out} already holds a search named {exp.name!r}: pass --resume to continue it, or "
             f"remove the folder, or change `name`"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    elif study is not None and study_exists(study, exp.name):
+        raise ConfigError(
+            f"{study} already holds an Optuna study named {exp.name!r}: pass --resume --more N "
+            f"to add trials to it, or remove it, or change `name`"
+        )
+    mark_created(out, "msa tune")
     dump_experiment(exp, stored)
 
 
-def _trial_resources(exp: Experiment, in_trial: bool) -> dict[str, float]:
-    """What Tune reserves for one trial."""
-    if not in_trial:  # a Train driver: the TorchTrainer's workers hold the resources
-        return driver_resources()
-    resources = {"CPU": exp.train.cpus_per_worker}  # the trial process trains itself
-    if exp.train.use_gpu:
-        resources["GPU"] = exp.train.gpus_per_worker
-    return resources
+def _tuner(
+    exp: Experiment, out: Path, root: str, runs: list[str], resume: bool, more: int
+) -> tuple[tune.Tuner, str]:
+    """A new Tuner over ``exp.space`` (``more`` trials in a new run), or the latest run restored.
 
-
-def _searcher(exp: Experiment, base: dict[str, Any]) -> Any:
-    """Optuna TPE (or Tune's random search), first trying the experiment's own values."""
-    assert exp.search is not None
-    searcher, dists = exp.search.searcher, exp.space
-    start = [config_point(dists, base)] if searcher.start_with_config and dists else None
-    if searcher.type == "optuna" and dists:
-        return OptunaSearch(points_to_evaluate=start, seed=searcher.seed)
-    from ray.tune.search import BasicVariantGenerator
-
-    return BasicVariantGenerator(points_to_evaluate=start, random_state=searcher.seed)
-
-
-def _scheduler(exp: Experiment) -> Any:
-    """ASHA on the epoch (or FIFO)."""
-    assert exp.search is not None
-    cfg = exp.search.scheduler
-    if cfg.type != "asha":
-        return FIFOScheduler()
-    return ASHAScheduler(
-        time_attr="epoch",
-        # one past the last epoch: a trial that trains to the end finishes by itself (and
-        # its Train run releases its workers) instead of being stopped by the scheduler
-        max_t=exp.train.epochs + 1,
-        grace_period=min(cfg.grace_period, exp.train.epochs),
-        reduction_factor=cfg.reduction_factor,
-    )
-
-
-def _tuner(exp: Experiment, out: Path, root: str, resume: bool) -> tune.Tuner:
-    """A new Tuner over ``exp.space``, or the interrupted one restored."""
+    Returns the Tuner and its run's name.
+    """
     assert exp.search is not None
     search, in_trial = exp.search, trains_in_trial(exp)
     base = exp.with_absolute_paths().to_dict(with_search=False)  # Tune's boundary: a mapping
-    resources = _trial_resources(exp, in_trial)
+    resources = trial_resources(exp, in_trial)
     driver = tune.with_resources(
         make_driver(exp.name, base, f"{root}/trials", search.metric, search.mode), resources
     )
-    if resume:
-        return tune.Tuner.restore(
-            f"{root}/{TUNE_DIR}",
+    if resume and not more:
+        tuner = tune.Tuner.restore(
+            f"{root}/{runs[-1]}",
             trainable=driver,
             param_space=to_tune(exp.space),
             resume_unfinished=True,
             resume_errored=False,
             restart_errored=False,
         )
-    return tune.Tuner(
+        return tuner, runs[-1]
+    name = f"{TUNE_DIR}_more{len(runs)}" if more else TUNE_DIR
+    tuner = tune.Tuner(
         driver,
         param_space=to_tune(exp.space),
         tune_config=tune.TuneConfig(
-            metric=search.metric,
+            # Optuna, ASHA and the report all rank a trial by its best epoch so far
+            metric=running_best_key(search.metric),
             mode=search.mode,
-            search_alg=_searcher(exp, base),
-            scheduler=_scheduler(exp),
-            num_samples=search.num_samples,
+            search_alg=make_searcher(exp, _study(exp, out), more=len(runs) if more else 0),
+            scheduler=make_scheduler(exp),
+            num_samples=more or search.num_samples,
             trial_name_creator=lambda trial: f"{exp.name}_{trial.trial_id}",
             trial_dirname_creator=lambda trial: f"{exp.name}_{trial.trial_id}",
             max_concurrent_trials=concurrent_trials(
-                exp, ray.cluster_resources(), None if in_trial else resources
+                exp, ray.cluster_resources(), None if in_trial else resources, runs=more or None
             ),
         ),
         run_config=tune.RunConfig(
-            name=TUNE_DIR,
+            name=name,
             storage_path=root,
             callbacks=[TuneTensorBoard((out / "tensorboard").resolve())],
             failure_config=tune.FailureConfig(max_failures=trial_retries(exp, in_trial)),
             verbose=1,
         ),
     )
+    return tuner, name
 
 
 def run_tune(
@@ -211,26 +177,59 @@ def run_tune(
     resume: bool = False,
     final: bool = True,
     num_cpus: int | None = None,
+    more: int = 0,
+    reread_test: bool = False,
 ) -> Path:
     """Search ``exp.search.space``; write trials.csv, best_config.yaml, final/ and TensorBoard.
 
-    Returns the results folder ``results_root/<name>``.
+    ``resume`` continues the latest run of an interrupted search; with ``more`` > 0 it adds
+    ``more`` trials to a finished one (the same Optuna study, a new Tune run): the tables then
+    hold every run's trials. Returns the results folder ``results_root/<name>``.
+
+    The dataset is checked before Ray starts (with a test split when the final stage runs).
+    An interrupted search raises :class:`SearchInterrupted` before export and the final stage;
+    the final stage reads the test split once per model (``reread_test`` to read it again).
     """
     if exp.search is None:
         raise ConfigError(f"{exp.name}: no `search` section; use `msa train` for a single run")
     out = results_root / exp.name
+    check_data(exp.with_absolute_paths().data, require_test=final and exp.final.enabled)
     root = storage_root(out, storage, exp.name)
-    _prepare_dir(out, exp, resume, f"{root}/{TUNE_DIR}")
+    _prepare_dir(out, exp, resume, more, root)
     connect(address, num_cpus=num_cpus)
-    results = _tuner(exp, out, root, resume).fit()
+    runs = _tune_runs(root) if resume else [TUNE_DIR]
+    tuner, name = _tuner(exp, out, root, runs, resume, more)
+    results = tuner.fit()
+    left = unfinished_trials(results, more or exp.search.num_samples)
+    if left:
+        raise SearchInterrupted(
+            f"search interrupted with {left} trial(s) unfinished; its state is saved in {root}: "
+            f"rerun with --resume to continue (nothing exported, test split not read)"
+        )
+    records = collect_records(results, f"{root}/trials", exp.name)
+    for earlier in runs:
+        if earlier != name:
+            records += collect_records(
+                ResultGrid(ExperimentAnalysis(f"{root}/{earlier}")), f"{root}/trials", exp.name
+            )
 
-    records = collect_records(results)
     table = trials_table(records, exp.search.metric, exp.search.mode, exp.train.epochs)
     table.to_csv(out / "trials.csv", index=False)
     history_table(records).to_csv(out / "history.csv", index=False)
     failed = int((table["status"] == "ERROR").sum())
     print(f"[msa] {len(table)} trials ({failed} failed); table in {out / 'trials.csv'}")
+    if f"best_{exp.search.metric}" not in table or table[f"best_{exp.search.metric}"].isna().all():
+        raise NoTrialReported(
+            f"no trial reported {exp.search.metric}: all {len(table)} failed; see the error "
+            f"column of {out / 'trials.csv'}"
+        )
     export_best(out)
     if final and exp.final.enabled:
-        run_final(out, exp, storage=root)
+        try:
+            run_final(out, exp, storage=root, reread_test=reread_test)
+        except TestAlreadyRead as exc:
+            if not resume:
+                raise
+            print(f"[msa] the final stage already ran; not reading the test split again: {exc}")
+        export_best(out)  # the final stage's winner
     return out

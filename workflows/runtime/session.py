@@ -7,7 +7,7 @@ Both implement :class:`msa_model.session.LoopSession`, through which
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import ray
@@ -16,11 +16,38 @@ import ray.train.torch
 import ray.tune
 from torch import nn
 
+from msa_model.checkpoint import read_checkpoint_meta
+from msa_model.constants import DEFAULT_METRIC, DEFAULT_MODE, better
 from msa_model.engine import default_device
 from msa_model.session import LoopSession
 from workflows.runtime.checkpoints import RunCheckpoints
 
-__all__ = ["TrainWorkerSession", "TuneTrialSession"]
+__all__ = ["RunningBest", "running_best_key", "TrainWorkerSession", "TuneTrialSession"]
+
+
+def running_best_key(metric: str) -> str:
+    """The reported key of ``metric``'s best value so far (what Optuna and ASHA see)."""
+    return f"{metric}_best"
+
+
+class RunningBest:
+    """Adds ``<metric>_best``, the best value so far, to each report (resumed runs included)."""
+
+    def __init__(self, metric: str, mode: str, earlier: Iterable[float | None] = ()) -> None:
+        self.metric, self.mode, self.value = metric, mode, None
+        for score in earlier:
+            self._see(score)
+
+    def _see(self, score: float | None) -> None:
+        if score is not None and better(float(score), self.value, self.mode):
+            self.value = float(score)
+
+    def add(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """``metrics`` with the running best (unchanged while the metric was never reported)."""
+        self._see(metrics.get(self.metric))
+        if self.value is None:
+            return metrics
+        return {**metrics, running_best_key(self.metric): self.value}
 
 
 def _node() -> dict[str, Any]:
@@ -30,7 +57,7 @@ def _node() -> dict[str, Any]:
 class TrainWorkerSession(LoopSession):
     """Inside a Ray Train worker: DDP over the worker group, Train's checkpoints and reports."""
 
-    def __init__(self) -> None:
+    def __init__(self, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE) -> None:
         ctx = ray.train.get_context()
         self._checkpoint = ray.train.get_checkpoint()
         super().__init__(
@@ -39,6 +66,12 @@ class TrainWorkerSession(LoopSession):
             keeps_checkpoints=True,
         )
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+        earlier = []
+        if self._checkpoint is not None:  # the epochs before the restart
+            with self.checkpoint_dir() as local:
+                history = read_checkpoint_meta(local).get("history", [])
+            earlier = [epoch.get(metric) for epoch in history]
+        self.best = RunningBest(metric, mode, earlier)
 
     @contextlib.contextmanager
     def checkpoint_dir(self) -> Iterator[str]:
@@ -49,7 +82,7 @@ class TrainWorkerSession(LoopSession):
         checkpoint = None
         if checkpoint_dir is not None:
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report(self.best.add(metrics), checkpoint=checkpoint)
 
     def extra_metrics(self) -> dict[str, Any]:
         return _node()  # rank 0's node is the one reported
@@ -75,6 +108,9 @@ class TuneTrialSession(LoopSession):
             keeps_checkpoints=True,
         )
         self.checkpoints = checkpoints
+        # the best checkpoint is always kept: its score is the best before a restart
+        earlier = [entry["score"] for entry in checkpoints.entries]
+        self.best = RunningBest(checkpoints.metric, checkpoints.mode, earlier)
 
     @contextlib.contextmanager
     def checkpoint_dir(self) -> Iterator[str]:
@@ -85,7 +121,7 @@ class TuneTrialSession(LoopSession):
         if checkpoint_dir is not None:
             path = self.checkpoints.save(checkpoint_dir, int(metrics["epoch"]), metrics)
             metrics = {**metrics, "checkpoint_path": path}
-        ray.tune.report(metrics)
+        ray.tune.report(self.best.add(metrics))
 
     def extra_metrics(self) -> dict[str, Any]:
         return _node()

@@ -1,0 +1,131 @@
+"""``final/metrics.json``: its schema and numbers from hand-made runs; export reads its winner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from msa_model.constants import METRIC_KEYS
+from workflows.experiment import dump_experiment, parse_experiment
+from workflows.results.export import export_best
+from workflows.results.report import write_report
+from workflows.results.summary import final_summary
+
+CANDIDATES = [
+    {"label": "rank1", "rank": 1, "baseline": False, "trial_id": "t1", "search_score": 70.0,
+     "params": {"loss.margin": 0.3}},
+    {"label": "rank2", "rank": 2, "baseline": False, "trial_id": "t2", "search_score": 69.0,
+     "params": {"loss.margin": 0.4}},
+    {"label": "baseline", "rank": 5, "baseline": True, "trial_id": "t5", "search_score": 50.0,
+     "params": {"loss.margin": 0.5}},
+]  # fmt: skip
+VAL_MR = {"rank1": [60.0, 62.0, 64.0], "rank2": [63.0, 64.0, 65.0], "baseline": [50.0, 51.0, 55.0]}
+TEST_MR = {"rank1": [58.0, 59.0, 60.0], "rank2": [61.0, 61.0, 64.0], "baseline": [52.0, 50.0, 55.0]}
+
+
+def _runs() -> list[dict]:
+    runs = []
+    for label in VAL_MR:
+        for i, seed in enumerate((1, 2, 3)):
+            val = {k: VAL_MR[label][i] + 1 for k in METRIC_KEYS} | {"mr": VAL_MR[label][i]}
+            test = {k: TEST_MR[label][i] - 1 for k in METRIC_KEYS} | {"mr": TEST_MR[label][i]}
+            runs.append(
+                {"label": label, "seed": seed, "run": f"{label}-{seed}", "epoch": 4,
+                 "checkpoint": f"/ckpt/{label}-{seed}", "val": val, "test": test}
+            )  # fmt: skip
+    return runs
+
+
+def _final() -> dict:
+    gallery = {"val": {"images": 100, "captions": 500, "chance": dict.fromkeys(METRIC_KEYS, 5.0)}}
+    return final_summary(
+        CANDIDATES,
+        _runs(),
+        metric="val_mr",
+        mode="max",
+        epochs=8,
+        seeds=[1, 2, 3],
+        retrained=False,
+        gallery=gallery,
+        search_trials=8,
+    )
+
+
+def test_schema_winner_and_paired_comparison() -> None:
+    final = json.loads(json.dumps(_final()))  # what metrics.json holds
+    assert {"baseline", "winner", "candidates", "comparison", "gallery", "seeds"} <= set(final)
+    for cand in [final["winner"], final["baseline"], *final["candidates"]]:
+        assert {"label", "params", "seeds", "val", "test", "trial_id", "rank"} <= set(cand)
+        assert [r["seed"] for r in cand["seeds"]] == [1, 2, 3]
+        for split in ("val", "test"):
+            assert set(cand[split]) == set(METRIC_KEYS)
+            assert set(cand[split]["mr"]) == {"n", "mean", "std", "ci95"}
+    # the best mean validation mR wins (rank2: 64), not the best search score (rank1)
+    assert final["winner"]["label"] == "rank2" and final["baseline"]["label"] == "baseline"
+    assert final["winner"]["val"]["mr"]["mean"] == pytest.approx(64.0)
+    assert final["winner"]["val"]["i2t_r1"]["mean"] == pytest.approx(65.0)
+    assert final["checkpoint"] == "/ckpt/rank2-1" and final["params"] == {"loss.margin": 0.4}
+    # paired by seed: val differences 13, 13, 10 -> mean 12, std sqrt(3), t(0.975, 2) = 4.302653
+    diff = final["comparison"]["val"]["mr"]
+    half = 4.302653 * 3**0.5 / 3**0.5
+    assert diff["mean"] == pytest.approx(12.0) and diff["std"] == pytest.approx(3**0.5)
+    assert diff["ci95"] == pytest.approx([12.0 - half, 12.0 + half], abs=1e-5)
+    assert final["comparison"]["val"]["verdict"] == "better than the baseline (CI excludes 0)"
+    # test differences 9, 11, 9: mean 9.667, std 1.1547, half 2.8684: excludes 0 too
+    assert final["comparison"]["test"]["mr"]["mean"] == pytest.approx(29 / 3)
+    assert final["comparison"]["test"]["seeds"] == [1, 2, 3]
+
+
+def test_report_and_export_read_the_winner(tmp_path: Path) -> None:
+    exp = parse_experiment(
+        {"name": "x", "search": {"space": {"loss.margin": {"uniform": [0.1, 0.9]}}}}
+    )
+    out = tmp_path / "x"
+    (out / "final").mkdir(parents=True)
+    dump_experiment(exp, out / "experiment.yaml")
+    rows = [
+        ("t1", 0.3, 70.0), ("t2", 0.4, 69.0), ("t3", 0.6, 60.0), ("t4", 0.7, 55.0),
+        ("t5", 0.5, 50.0), ("t6", 0.8, 40.0), ("t7", 0.2, 30.0), ("t8", 0.1, 20.0),
+    ]  # fmt: skip
+    table = "trial_id,status,param.loss.margin,params,best_val_mr,best_epoch,epochs,time_s\n"
+    table += "".join(
+        f'{i},TERMINATED,{m},"{{""loss.margin"": {m}}}",{s},4,8,1.0\n' for i, m, s in rows
+    )
+    (out / "trials.csv").write_text(table)
+    final = _final()
+    (out / "final" / "metrics.json").write_text(json.dumps(final))
+    (best,) = export_best(out)
+    assert yaml.safe_load(best.read_text())["loss"]["margin"] == 0.4  # rank2, the winner
+    assert "final stage, rank2 (search trial t2): mean val_mr 64.0000 over 3" in best.read_text()
+    ranked = export_best(out, top=3, out=tmp_path / "top")
+    margins = [yaml.safe_load(p.read_text())["loss"]["margin"] for p in ranked]
+    assert margins == [0.4, 0.3, 0.5]  # winner, then by mean val mR
+    header, body = table.split("\n", 1)  # one more trial, now the best:
+    (out / "trials.csv").write_text(
+        f'{header}\nt9,TERMINATED,0.9,"{{""loss.margin"": 0.9}}",99,4,8,1\n{body}'
+    )
+    (best,) = export_best(out)  # a trial added since the final stage: the search's ranking
+    assert yaml.safe_load(best.read_text())["loss"]["margin"] == 0.9
+
+    import pandas as pd
+
+    history = pd.DataFrame({"trial_id": ["t1", "t1"], "epoch": [1, 2], "val_mr": [50.0, 70.0]})
+    report = write_report(
+        out / "final",
+        name="x",
+        table=pd.read_csv(out / "trials.csv", dtype={"trial_id": str}),
+        history=history,
+        final=final,
+        space=exp.space,
+    ).read_text()
+    assert (
+        "`rank2` - `baseline` = +12.00 mr points (95% CI [7.70, 16.30], 3 seeds paired): " in report
+    )
+    assert "**better than the baseline (CI excludes 0)**" in report
+    assert "validation 100 images / 500 captions (chance mr 5.00)" in report
+    assert "| rank2 | 3 | 65.00 ± 1.00 [62.52, 67.48] |" in report
+    for png in ("val_curves.png", "final.png", "importances.png", "slices.png", "history.png"):
+        assert (out / "final" / png).is_file(), png
