@@ -248,6 +248,8 @@ class OptimConfig:
     warmup_steps: int = 0  # linear warm-up steps before the schedule
     schedule: Literal["constant", "cosine"] = "constant"  # after warm-up: constant or cosine to 0
     amp: Literal["none", "bf16", "fp16"] = "none"  # autocast dtype on CUDA; ignored on CPU
+    decay_norms_and_biases: bool = False  # weight decay on the model's 1-D parameters too (norms,
+    # biases; the reference code decays every parameter)
 
     def validate(self, prefix: str = "") -> None:
         _require(self.lr > 0, prefix, "lr", f"must be > 0, got {self.lr}")

@@ -57,8 +57,9 @@ def unwrap(model: nn.Module) -> nn.Module:
 def build_optimizer(
     model: nn.Module, cfg: OptimConfig, loss_fn: nn.Module | None = None
 ) -> torch.optim.AdamW:
-    """AdamW with the towers at ``lr`` and the MSA heads at ``head_lr``; no decay on 1-D params.
+    """AdamW with the towers at ``lr`` and the MSA heads at ``head_lr``.
 
+    1-D parameters (norms, biases) get no weight decay unless ``cfg.decay_norms_and_biases``.
     The parameters of ``loss_fn`` (a learnable temperature) join the heads, without decay.
     """
     inner = unwrap(model)
@@ -67,7 +68,8 @@ def build_optimizer(
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for param in inner.parameters():
         if param.requires_grad:
-            groups.setdefault((id(param) in tower_ids, param.ndim > 1), []).append(param)
+            decay = param.ndim > 1 or cfg.decay_norms_and_biases
+            groups.setdefault((id(param) in tower_ids, decay), []).append(param)
     for param in loss_fn.parameters() if loss_fn is not None else ():
         if param.requires_grad:
             groups.setdefault((False, False), []).append(param)

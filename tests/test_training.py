@@ -134,6 +134,29 @@ def test_augmentation_draws_from_each_items_own_generator(synth_data: Path) -> N
     assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
 
 
+@pytest.mark.parametrize("decay_all", [False, True])
+def test_optimizer_groups_and_decay(synth_data: Path, decay_all: bool) -> None:
+    from msa_model.config import LossConfig, OptimConfig
+    from msa_model.engine import build_optimizer
+    from msa_model.losses import MSALoss
+    from msa_model.pipeline import build_model, load_splits
+
+    spec = _spec(synth_data)
+    model = build_model(spec.model, load_splits(spec.data)["train"])
+    loss_fn = MSALoss(LossConfig(global_loss="infonce", infonce_learnable=True))
+    cfg = OptimConfig(lr=1e-4, head_lr=1e-3, weight_decay=0.2, decay_norms_and_biases=decay_all)
+    optimizer = build_optimizer(model, cfg, loss_fn)
+    decay_of = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    for name, param in model.named_parameters():
+        expected = 0.2 if param.ndim > 1 or decay_all else 0.0
+        assert decay_of[id(param)] == expected, name
+        tower = name.startswith(("image.backbone.", "text.encoder."))
+        assert lr_of[id(param)] == (1e-4 if tower else 1e-3), name
+    (temperature,) = loss_fn.parameters()
+    assert decay_of[id(temperature)] == 0.0 and lr_of[id(temperature)] == 1e-3
+
+
 def test_progress_lines_without_a_terminal() -> None:
     now = [0.0]
     out = io.StringIO()
