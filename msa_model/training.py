@@ -29,6 +29,7 @@ from msa_model.checkpoint import (
     read_checkpoint_meta,
     save_checkpoint,
 )
+from msa_model.collapse import collapse_reason
 from msa_model.data import ImageRecord, ImageStore
 from msa_model.engine import (
     build_optimizer,
@@ -206,14 +207,20 @@ def train(spec: RunSpec, session: LoopSession | None = None) -> LoopState:
     state.model = session.prepare_model(
         state.model, find_unused_parameters=not state.loss_fn.needs_scores
     )
+    warned = False
     for epoch in range(state.start_epoch, spec.epochs):
         metrics = run_epoch(state, spec, session, epoch)
         state.history.append(metrics)
+        reason = collapse_reason(state.history, spec.loss, spec.batch_size)
+        metrics["collapsed"] = float(reason is not None)
         if session.rank == 0:
             shown = "  ".join(
                 f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith(("val_mr", "train_loss"))
             )
             session.log(f"[msa] {spec.name} epoch {epoch + 1}/{spec.epochs}  {shown}")
+            if reason is not None and not warned:
+                session.log(f"[msa] {spec.name} {reason}")
+                warned = True
         _report(state, spec, session, metrics)
     return state
 

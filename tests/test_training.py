@@ -51,6 +51,7 @@ def test_resumed_run_trains_like_the_uninterrupted_one(synth_data: Path, tmp_pat
     _, history = fit(spec, full)
     assert [row["epoch"] for row in history] == [1, 2]
     assert {"train_loss", "lr", "val_mr", "val_i2t_r1", "epoch_time_s"} <= set(history[0])
+    assert [row["collapsed"] for row in history] == [0.0, 0.0]  # the collapse verdict per epoch
 
     resumed = KeepingSession(tmp_path / "resumed", resume_from=str(tmp_path / "full" / "epoch1"))
     _, again = fit(spec, resumed)
