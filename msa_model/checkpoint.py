@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+import pickle
 from transformers import PreTrainedTokenizerBase
 
 from msa_model.tokenizer import load_tokenizer
@@ -108,7 +109,12 @@ def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / META_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{directory}: not an msa-tune checkpoint (no {META_FILE})")
-    meta = json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint meta ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: corrupt checkpoint meta (not a JSON object)")
     version = meta.get("format_version", 1)
     if version not in READABLE_VERSIONS:
         raise CheckpointError(
@@ -132,7 +138,16 @@ def load_training_state(
     path = Path(directory) / STATE_FILE
     if not path.is_file():
         return None
-    return torch.load(path, map_location=map_location, weights_only=True)
+    return _load_tensors(path, map_location)
+
+
+def _load_tensors(path: Path, map_location: str | torch.device) -> Any:
+    """``torch.load`` without unpickling; a truncated or foreign file is a CheckpointError."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: unreadable checkpoint file ({first})") from exc
 
 
 def restore_model(

@@ -350,3 +350,34 @@ def test_yaml_dump_of_an_experiment_round_trips(synth_data: Path, tmp_path: Path
     dump_experiment(exp, tmp_path / "e.yaml", with_search=False)
     assert load_yaml(tmp_path / "e.yaml") == exp.to_dict(with_search=False)
     assert yaml.safe_load((tmp_path / "e.yaml").read_text())["name"] == "tiny"
+
+
+# --- a resumed trial that had reached its last epoch keeps its history (item 3) ----------------
+
+
+def test_trial_restarted_after_its_last_epoch_keeps_its_history(tmp_path: Path) -> None:
+    """Tune restarts a trial that gave it no checkpoint with an empty result file; the loop,
+    resumed at its last epoch, reports nothing. The run's own record has every epoch."""
+    import pandas as pd
+
+    from workflows.runtime.checkpoints import RunCheckpoints
+    from workflows.runtime.records import _with_missing_epochs
+
+    run = tmp_path / "trials" / "x-t1"
+    store = RunCheckpoints(str(run), keep=1, metric="val_mr", mode="max")
+    local = tmp_path / "local"
+    local.mkdir()
+    history = []
+    for epoch, score in [(1, 30.0), (2, 50.0), (3, 40.0)]:
+        history.append({"epoch": epoch, "val_mr": score})
+        (local / "meta.json").write_text(json.dumps({"history": history}))
+        store.save(str(local), epoch, {"val_mr": score})
+    merged = _with_missing_epochs(pd.DataFrame(), str(run))  # what Tune kept after the restart
+    assert merged["epoch"].tolist() == [1, 2, 3]
+    assert merged["val_mr"].tolist() == [30.0, 50.0, 40.0]
+    paths = merged["checkpoint_path"].tolist()
+    assert paths[1:] == [f"{run}/checkpoint_000002", f"{run}/checkpoint_000003"]  # kept ones
+    assert pd.isna(paths[0])
+    tune_rows = pd.DataFrame({"epoch": [3], "val_mr": [40.0], "checkpoint_path": ["c3"]})
+    merged = _with_missing_epochs(tune_rows, str(run))  # one report after a restart
+    assert merged["epoch"].tolist() == [1, 2, 3] and merged["checkpoint_path"].iloc[2] == "c3"

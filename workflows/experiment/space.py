@@ -14,6 +14,7 @@ experiment schema before anything starts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,8 @@ def _parse_entry(key: str, spec: Any) -> Distribution:
         raise ConfigError(f"{where}: {kind} takes {ARITY[kind]} numbers, got {args}")
     if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
         raise ConfigError(f"{where}: {kind} arguments must be numbers, got {args}")
+    if not all(math.isfinite(a) for a in args):
+        raise ConfigError(f"{where}: {kind} arguments must be finite, got {args}")
     if kind.endswith("randint") and not all(isinstance(a, int) for a in args):
         raise ConfigError(f"{where}: {kind} arguments must be integers, got {args}")
     low, high = args[0], args[1]

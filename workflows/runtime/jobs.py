@@ -4,8 +4,10 @@ A thin wrapper over :class:`ray.job_submission.JobSubmissionClient`, equivalent 
 
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- msa tune CONFIG ...
 
-The working directory is uploaded (without results/, data/, .venv/, .git and caches) and becomes
-the job's current directory on the head node, so CONFIG must be a path inside it. The job writes
+The working directory is uploaded (without results/, data/, .git, caches, virtual environments
+and secrets: env files, keys, cloud credentials, Ray's token; never / or $HOME, and no symbolic
+link in it may lead out) and becomes the job's current directory on the head node, so CONFIG
+must be a path inside it. The job writes
 its results to an absolute ``--results`` folder (default: ``<working dir>/results`` as seen from
 here), not into the uploaded copy, which Ray may delete; on a remote cluster pass a folder the
 head node can write (``-- --results /shared/results``) and ``--storage`` for multi-node runs.
@@ -32,6 +34,7 @@ __all__ = [
     "use_token_auth",
     "prepare_submission",
     "submit",
+    "upload_listing",
 ]
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -39,12 +42,44 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 DEFAULT_EXCLUDES = [
     "/results/",
     "/data/",
-    "/.venv/",
     "/.git/",
     "__pycache__/",
     "*.egg-info/",
     ".pytest_cache/",
     ".ruff_cache/",
+    # environments (any folder holding a pyvenv.cfg is excluded too)
+    ".venv/",
+    "venv/",
+    ".conda/",
+    ".tox/",
+    "node_modules/",
+    # secrets: env files, keys, cloud and cluster credentials, Ray's token
+    ".env",
+    ".env.*",
+    ".envrc",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "id_rsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "id_dsa*",
+    ".ssh/",
+    ".gnupg/",
+    ".aws/",
+    ".azure/",
+    ".kube/",
+    ".docker/",
+    ".config/gcloud/",
+    ".ray/",
+    "auth_token",
+    ".netrc",
+    ".pypirc",
+    ".npmrc",
+    ".git-credentials",
+    "*credentials*.json",
+    "*service-account*.json",
 ]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -88,6 +123,48 @@ def _excluded(rel: str, excludes: list[str]) -> bool:
     return PathSpec.from_lines("gitwildmatch", excludes).match_file(rel)
 
 
+def upload_listing(wd: Path, excludes: list[str]) -> dict[str, Any]:
+    """What ``msa submit`` uploads from ``wd``: file count, bytes, virtual environments found.
+
+    Returns ``{"files", "bytes", "environments"}`` (the last as exclude patterns).
+
+    Raises:
+        ConfigError: ``wd`` is ``/`` or the home folder, or a symbolic link in it leads outside.
+    """
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    if wd in (Path(wd.anchor), Path.home().resolve()):
+        raise ConfigError(
+            f"--working-dir {wd}: refusing to upload / or the home folder (keys, credentials, "
+            "every project); pass the project's folder"
+        )
+    spec = PathSpec.from_lines("gitwildmatch", excludes)
+    files, size, environments = 0, 0, []
+    for folder, dirs, names in os.walk(wd):  # symbolic links are listed, not followed
+        here = Path(folder)
+        prefix = "" if here == wd else here.relative_to(wd).as_posix() + "/"
+        kept_dirs = []
+        for name in sorted(dirs):
+            if spec.match_file(prefix + name + "/"):
+                continue
+            if (here / name / "pyvenv.cfg").is_file():
+                environments.append(f"/{prefix}{name}/")
+                continue
+            kept_dirs.append(name)
+        dirs[:] = kept_dirs
+        kept_files = [name for name in names if not spec.match_file(prefix + name)]
+        for name in kept_dirs + kept_files:
+            path = here / name
+            if path.is_symlink() and not path.resolve().is_relative_to(wd):
+                raise ConfigError(
+                    f"{path}: a symbolic link leading out of the working dir (to "
+                    f"{path.resolve()}); remove it or --exclude it"
+                )
+        files += len(kept_files)
+        size += sum((here / name).stat().st_size for name in kept_files)
+    return {"files": files, "bytes": size, "environments": environments}
+
+
 def _data_overrides(exp: Any, working_dir: Path, excludes: list[str]) -> list[str]:
     """``--set`` values making relative data paths into excluded folders absolute."""
     sets = []
@@ -121,10 +198,15 @@ def prepare_submission(
     tune_args = list(tune_args or [])
     excludes = DEFAULT_EXCLUDES + list(exclude or [])
     rel = _config_in_working_dir(config, working_dir, excludes)
+    upload = upload_listing(working_dir.expanduser().resolve(), excludes)
+    excludes += upload["environments"]
     exp = load_experiment(config, sets)
     if exp.search is None:
         raise ConfigError(f"{config}: no `search` section; msa submit runs `msa tune`")
-    notes = []
+    notes = [
+        f"uploading {upload['files']} files, {upload['bytes'] / 2**20:.1f} MiB (secrets, "
+        f"environments and {', '.join(DEFAULT_EXCLUDES[:3])} excluded; more with --exclude)"
+    ]
     data_sets = _data_overrides(exp, working_dir, excludes)
     for item in data_sets:
         notes.append(

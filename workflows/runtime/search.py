@@ -16,7 +16,7 @@ from workflows.experiment import Experiment, dump_experiment, load_experiment, p
 from workflows.experiment.dotted import with_values
 from workflows.experiment.space import to_tune
 from workflows.results.export import export_best
-from workflows.results.folders import mark_created
+from workflows.results.folders import created_by, mark_created
 from workflows.results.test_reads import TestAlreadyRead
 from workflows.results.trials import history_table, trials_table
 from workflows.runtime.cluster import connect
@@ -81,15 +81,20 @@ def _study(exp: Experiment, out: Path) -> str | None:
     return study_storage(exp, out) if exp.search.searcher.type == "optuna" and exp.space else None
 
 
-def _prepare_dir(out: Path, exp: Experiment, resume: bool, more: int, root: str) -> None:
+def _prepare_dir(out: Path, exp: Experiment, resume: bool, more: int, root: str) -> bool:
+    """Check and create ``out``; whether Tune's saved state is to be restored."""
     stored = out / "experiment.yaml"
     tune_path = f"{root}/{TUNE_DIR}"
     study = _study(exp, out)
+    restore = False
     if more < 0:
         raise ConfigError(f"--more: must be >= 1, got {more}")
     if resume:
-        if not tune.Tuner.can_restore(tune_path):
+        restore = tune.Tuner.can_restore(tune_path)
+        if not restore and (more or created_by(out) is None or not stored.is_file()):
             raise ConfigError(f"--resume: no search to resume at {tune_path}")
+        if not restore:  # stopped while starting: no trial state to lose
+            print("[msa] --resume: the search stopped before Tune saved its state; starting it")
         check_trusted(root)
         # compared as parsed: keys added to the schema since take their defaults on both sides
         if stored.is_file() and load_experiment(stored).to_dict() != exp.to_dict():
@@ -115,6 +120,7 @@ def _prepare_dir(out: Path, exp: Experiment, resume: bool, more: int, root: str)
         )
     mark_created(out, "msa tune")
     dump_experiment(exp, stored)
+    return restore
 
 
 def _tuner(
@@ -195,10 +201,10 @@ def run_tune(
     out = results_root / exp.name
     check_data(exp.with_absolute_paths().data, require_test=final and exp.final.enabled)
     root = storage_root(out, storage, exp.name)
-    _prepare_dir(out, exp, resume, more, root)
+    restore = _prepare_dir(out, exp, resume, more, root)
     connect(address, num_cpus=num_cpus)
-    runs = _tune_runs(root) if resume else [TUNE_DIR]
-    tuner, name = _tuner(exp, out, root, runs, resume, more)
+    runs = _tune_runs(root) if restore else [TUNE_DIR]
+    tuner, name = _tuner(exp, out, root, runs, restore, more)
     results = tuner.fit()
     left = unfinished_trials(results, more or exp.search.num_samples)
     if left:

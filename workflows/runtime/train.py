@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 from msa_model.constants import DEFAULT_METRIC, DEFAULT_MODE, better
+from msa_model.data import check_data
 from workflows.experiment import Experiment, dump_experiment
+from workflows.results.folders import prepare_results_dir, remove_stored
 from workflows.runtime.cluster import connect
 from workflows.runtime.launch import make_trainer, storage_root
 from workflows.runtime.tensorboard import TrainTensorBoard
@@ -20,14 +22,23 @@ def run_train(
     address: str | None = None,
     storage: str | None = None,
     num_cpus: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Train ``exp`` once; write ``experiment.yaml``, ``history.csv`` and ``metrics.json``.
+
+    An existing results folder is continued only with ``resume`` (same config) and replaced
+    only with ``overwrite`` (see :func:`~workflows.results.folders.prepare_results_dir`); the
+    dataset is checked before Ray starts.
 
     Returns the summary written to ``metrics.json`` (best epoch by the validation mR, its
     metrics and checkpoint path).
     """
     out = results_root / exp.name
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_results_dir(out, "msa train", resume, overwrite, exp.to_dict(with_search=False))
+    check_data(exp.with_absolute_paths().data)
+    if overwrite and storage is not None:  # the old run's Train state would be resumed
+        remove_stored(f"{storage_root(out, storage, exp.name)}/train")
     dump_experiment(exp, out / "experiment.yaml", with_search=False)
     connect(address, num_cpus=num_cpus)
     metric = exp.search.metric if exp.search else DEFAULT_METRIC

@@ -1,0 +1,111 @@
+"""Issue 14 on a real local Ray cluster (each `msa tune` starts its own, one CPU): Ctrl-C
+stops a search with 130 and nothing exported or tested, `--resume` finishes it and reads the
+test split once; a trial whose loss is not finite fails once, and a search of only such
+trials ends with "no trial reported"."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cluster_utils import node_env, wait_for
+from tests.conftest import tiny_experiment, write_yaml
+from workflows.results.test_reads import recorded_reads
+from workflows.results.trials import read_table
+
+pytestmark = pytest.mark.ray
+EPOCHS = 40  # ~0.1 s each: the window to press Ctrl-C mid-search
+
+
+def _epochs_saved(out: Path) -> int:
+    """The latest epoch a search's (only) trial has checkpointed, from its run's record."""
+    for record in (out / "ray" / "trials").glob("*/checkpoints.json"):
+        return max((e["epoch"] for e in json.loads(record.read_text())["checkpoints"]), default=0)
+    return 0
+
+
+def _msa(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = node_env()
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "workflows", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _search(data: Path, name: str, epochs: int, **loss: float) -> dict:
+    exp = tiny_experiment(
+        data,
+        name=name,
+        search={"num_samples": 1, "scheduler": {"type": "fifo"}, "space": {}},
+        final={"enabled": True, "top_k": 1, "seeds": 1},
+    )
+    exp["train"].update(epochs=epochs, max_failures=1)
+    exp["loss"] = loss
+    return exp
+
+
+def test_ctrl_c_exits_130_untested_then_resume_tests_once(synth_data: Path, tmp_path: Path) -> None:
+    cfg = write_yaml(tmp_path / "s.yaml", _search(synth_data, "sig", epochs=EPOCHS))
+    args = ["tune", str(cfg), "--results", str(tmp_path / "results"), "--num-cpus", "1"]
+    log = tmp_path / "first.log"
+    env = node_env()
+    env.pop("RAY_ADDRESS", None)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workflows", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: _epochs_saved(tmp_path / "results" / "sig") >= 2, 120, "two epochs")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert proc.returncode == 130, text[-3000:]
+    assert "rerun with --resume" in text
+    out = tmp_path / "results" / "sig"
+    assert not (out / "best_config.yaml").exists() and not (out / "final").exists()
+
+    done = _msa(*args, "--resume", cwd=tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    table = read_table(out / "trials.csv")
+    assert table["status"].tolist() == ["TERMINATED"] and table["epochs"].tolist() == [EPOCHS]
+    history = read_table(out / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, EPOCHS + 1))  # before and after Ctrl-C
+    reads = recorded_reads(out / "final")
+    assert [len(r) for r in reads.values()] == [1] and all(r[0]["finished"] for r in reads.values())
+
+
+def test_non_finite_loss_fails_once_and_no_trial_reported(synth_data: Path, tmp_path: Path) -> None:
+    cfg = write_yaml(tmp_path / "nan.yaml", _search(synth_data, "nan", 2, lambda_mscma=1e308))
+    done = _msa(
+        "tune", str(cfg), "--results", str(tmp_path / "results"), "--num-cpus", "1", cwd=tmp_path
+    )
+    assert done.returncode == 1, (done.stdout + done.stderr)[-3000:]
+    assert "msa: error: no trial reported val_mr: all 1 failed" in done.stderr
+    out = tmp_path / "results" / "nan"
+    table = read_table(out / "trials.csv")
+    assert table["status"].tolist() == ["ERROR"]
+    assert "FloatingPointError: non-finite loss" in table["error"].iloc[0]
+    (errors,) = (out / "ray" / "tune").glob("nan_*/error.txt")
+    attempts = errors.read_text().split("Failure # ")[1:]
+    assert len(attempts) == 2  # Tune's retry (train.max_failures=1) ...
+    assert "RepeatedError" in attempts[1]  # ... did not train again
+    assert not (out / "best_config.yaml").exists() and not (out / "final").exists()
