@@ -89,3 +89,11 @@ def test_run_checkpoints_keep_the_best_and_the_latest(tmp_path) -> None:
     for epoch, loss in [(1, 3.0), (2, 1.0), (3, float("nan"))]:
         lowest.save(str(local), epoch, {"train_loss": loss})
     assert [e["epoch"] for e in lowest.entries] == [2, 3]  # NaN never ranks as best
+
+
+def test_collapsed_trials_are_stopped_only_when_asked() -> None:
+    from workflows.runtime.search import stop_collapsed
+
+    assert stop_collapsed("t1", {"epoch": 3, "collapsed": 1.0}) is True
+    assert stop_collapsed("t1", {"epoch": 3, "collapsed": 0.0}) is False
+    assert stop_collapsed("t1", {"epoch": 3}) is False  # a report without the verdict
