@@ -169,10 +169,16 @@ def _tuner(
             storage_path=root,
             callbacks=[TuneTensorBoard((out / "tensorboard").resolve())],
             failure_config=tune.FailureConfig(max_failures=trial_retries(exp, in_trial)),
+            stop=stop_collapsed if search.stop_collapsed else None,
             verbose=1,
         ),
     )
     return tuner, name
+
+
+def stop_collapsed(trial_id: str, result: dict[str, Any]) -> bool:
+    """Tune's stop rule for ``search.stop_collapsed``: the loop reported a collapse."""
+    return bool(result.get("collapsed"))
 
 
 def run_tune(
