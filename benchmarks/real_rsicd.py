@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     warm_cache(preset)
     print(f"[bench] frozen-tower memo ready in {time.perf_counter() - began:.0f} s", flush=True)
     seeds = [1 + i for i in range(args.seeds)]
-    jobs = [(name, preset, values, seed, 1) for name in variants for seed in seeds]
+    jobs = [(name, preset, values, seed, 1) for name, values in variants.items() for seed in seeds]
     with ProcessPoolExecutor(args.workers) as pool:
         runs = []
         for run in pool.map(_run, jobs):
