@@ -109,3 +109,48 @@ def test_non_finite_loss_fails_once_and_no_trial_reported(synth_data: Path, tmp_
     assert len(attempts) == 2  # Tune's retry (train.max_failures=1) ...
     assert "RepeatedError" in attempts[1]  # ... did not train again
     assert not (out / "best_config.yaml").exists() and not (out / "final").exists()
+
+
+def test_dashboard_port_taken_while_ray_starts_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of issue 14: the port is free at Ray's check and taken before its dashboard
+    binds it. Ray waits for the dashboard, fails, and connect() starts again on another port."""
+    import socket
+    import types
+
+    import ray
+    import ray._private.services as services
+    from ray._private import ray_constants
+
+    from workflows.runtime import cluster
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    free_port = cluster._free_port
+    offered = iter([port])
+    monkeypatch.setattr(cluster, "_free_port", lambda pref: next(offered, None) or free_port(0))
+
+    class Unchecked:  # Ray's own port check passes: the port is taken right after it
+        def __init__(self, *args: object) -> None: ...
+        def setsockopt(self, *args: object) -> None: ...
+        def bind(self, *args: object) -> None: ...
+        def close(self) -> None: ...
+
+    fake = types.SimpleNamespace(**{k: getattr(socket, k) for k in dir(socket) if k.isupper()})
+    fake.socket, fake.error = Unchecked, socket.error
+    monkeypatch.setattr(services, "socket", fake)
+    monkeypatch.setattr(ray_constants, "RAY_DASHBOARD_STARTUP_TIMEOUT_S", 30)  # Ray: 60 s
+    monkeypatch.setenv("HOME", str(tmp_path))  # the token goes to a fresh ~/.ray
+    for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    try:
+        ctx = cluster.connect(num_cpus=1, quiet=True)
+        url = cluster.dashboard_url(ctx)
+        assert url and not url.endswith(f":{port}"), url
+        assert ray.cluster_resources()["CPU"] == 1
+    finally:
+        ray.shutdown()
+        taken.close()
