@@ -128,7 +128,7 @@ def load_model_state(
     directory: str | Path, map_location: str | torch.device = "cpu"
 ) -> dict[str, torch.Tensor]:
     """The model's saved state dict."""
-    return torch.load(Path(directory) / MODEL_FILE, map_location=map_location, weights_only=True)
+    return _load_tensors(Path(directory) / MODEL_FILE, map_location)
 
 
 def load_training_state(
