@@ -15,6 +15,11 @@ A checkpoint is a folder::
 Face config, so nothing is downloaded). A meta without ``format_version`` is version 1 (the
 field came later; the layout is the same).
 
+A weights-only model (:func:`save_model_package`, what ``msa export --model`` ships) is the same
+folder with ``model.safetensors`` instead of ``model.pt``, no ``optimizer.pt``, ``kind: model``
+and no ``history`` in its meta, and ``experiment.yaml`` (its experiment, runnable by
+``msa train``); every reader here takes both.
+
 Tensors are loaded with ``torch.load(weights_only=True)``: nothing is unpickled, so a checkpoint
 from an untrusted source cannot run code.
 """
@@ -44,12 +49,16 @@ __all__ = [
     "load_model_state",
     "load_training_state",
     "restore_model",
+    "save_model_package",
+    "STATE_FILE",
 ]
 
 FORMAT_VERSION = 1
 READABLE_VERSIONS = (1,)
 MODEL_FILE = "model.pt"
 STATE_FILE = "optimizer.pt"
+WEIGHTS_FILE = "model.safetensors"  # a weights-only model's tensors
+EXPERIMENT_FILE = "experiment.yaml"
 META_FILE = "meta.json"
 TOKENIZER_DIR = "tokenizer"
 
@@ -127,7 +136,10 @@ def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
 def load_model_state(
     directory: str | Path, map_location: str | torch.device = "cpu"
 ) -> dict[str, torch.Tensor]:
-    """The model's saved state dict."""
+    """The model's saved state dict (``model.safetensors`` of a weights-only model)."""
+    weights = Path(directory) / WEIGHTS_FILE
+    if weights.is_file():
+        return _load_safetensors(weights, map_location)
     return _load_tensors(Path(directory) / MODEL_FILE, map_location)
 
 
@@ -168,3 +180,47 @@ def restore_model(
     model = MSAModel(model_cfg, tokenizer)
     model.load_state_dict(load_model_state(directory, device))
     return model.to(device).eval(), meta
+
+
+def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a truncated or foreign file is a CheckpointError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device=str(map_location))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable weights file ({exc})") from exc
+
+
+def save_model_package(
+    directory: str | Path,
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    meta: dict[str, Any],
+) -> Path:
+    """Write a weights-only model folder (created); returns it.
+
+    Args:
+        directory: Target folder.
+        model: The (unwrapped) model.
+        tokenizer: Its tokenizer.
+        meta: A checkpoint's meta; ``history`` is dropped, ``kind: model`` added, and its
+            ``experiment`` is also written as ``experiment.yaml``.
+    """
+    import yaml
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # cloned: safetensors refuses tensors that share memory
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
+    meta = {**{k: v for k, v in meta.items() if k != "history"}, "kind": "model"}
+    meta["format_version"] = FORMAT_VERSION
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    (directory / EXPERIMENT_FILE).write_text(
+        yaml.safe_dump(meta["experiment"], sort_keys=False, allow_unicode=True)
+    )
+    return directory

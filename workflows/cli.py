@@ -9,12 +9,16 @@ import traceback
 from types import ModuleType
 
 from msa_model.config import ConfigError
-from workflows.commands import data, demo, evaluate, export, submit, train, tune
+from workflows.commands import data, demo, evaluate, export, search, submit, train, tune
 from workflows.errors import NoTrialReported, ResultsFolderError, SearchInterrupted
 
 __all__ = ["COMMANDS", "main", "build_parser", "exit_status"]
 
 DEBUG_HELP = "on an error, print the traceback too"
+DESCRIPTION = (
+    "Remote-sensing image-text retrieval (MSA), trained with Ray Train and tuned with Ray Tune "
+    "+ Optuna. Start with: msa demo. Each command has its own --help."
+)
 
 # verb -> its module: HELP, add_arguments(parser), run(args) -> exit status (DESCRIPTION optional)
 COMMANDS: dict[str, ModuleType] = {
@@ -23,6 +27,7 @@ COMMANDS: dict[str, ModuleType] = {
     "tune": tune,
     "evaluate": evaluate,
     "export": export,
+    "search": search,
     "submit": submit,
     "demo": demo,
 }
@@ -30,7 +35,8 @@ COMMANDS: dict[str, ModuleType] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every verb in :data:`COMMANDS`; ``--debug`` goes before or after the verb."""
-    parser = argparse.ArgumentParser(prog="msa", description=__doc__)
+    parser = argparse.ArgumentParser(prog="msa", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, command in COMMANDS.items():
@@ -40,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         command.add_arguments(p)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("msa-tune")
+    except PackageNotFoundError:  # a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

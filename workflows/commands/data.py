@@ -23,14 +23,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     sub = p.add_subparsers(dest="data_command", required=True)
     synth = sub.add_parser("synth", help="write the embedded synthetic remote-sensing dataset")
-    synth.add_argument("out", type=Path)
-    synth.add_argument("--images", type=_positive_int, default=1000)
-    synth.add_argument("--size", type=int, default=64)
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("out", type=Path, help="the folder to write (images/ and dataset.json)")
+    synth.add_argument("--images", type=_positive_int, default=1000,
+                       help="how many images (default: 1000)")
+    synth.add_argument("--size", type=int, default=64,
+                       help="image side in pixels (default: 64)")
+    synth.add_argument("--seed", type=int, default=0,
+                       help="seed of the scenes and captions (default: 0)")
     synth.add_argument("--overwrite", action="store_true",
                        help="replace the synthetic dataset OUT holds (never other files)")
     check = sub.add_parser("check", help="validate a Karpathy-style dataset as training reads it")
-    check.add_argument("json", type=Path)
+    check.add_argument("json", type=Path, help="the dataset JSON (Karpathy format)")
     check.add_argument("--images", type=Path, required=True, help="the image folder")
     check.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction,
                        help="data.val_fraction: share of train carved out as val when none")

@@ -30,7 +30,11 @@ SMOKE_OVERRIDES = [
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """``--smoke-test``, ``--set`` and the cluster options."""
-    p.add_argument("--smoke-test", action="store_true", help="tiny sizes, about a minute")
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="tiny sizes (300 images, 2 trials of 2 epochs): a quick check that it all runs",
+    )
     add_set(p)
     add_cluster(p)
 

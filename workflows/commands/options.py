@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["add_set", "add_cluster"]
+__all__ = ["add_set", "add_cluster", "SET_HELP"]
+
+SET_HELP = "override one dotted key of the experiment, e.g. train.epochs=4 (repeatable)"
 
 
 def add_set(p: argparse.ArgumentParser) -> None:
     """``--set KEY=VALUE`` (repeatable): override one dotted key of the experiment."""
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
 
 
 def add_cluster(p: argparse.ArgumentParser) -> None:

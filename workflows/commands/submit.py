@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from msa_model.config import ConfigError
+from workflows.commands.options import SET_HELP
 from workflows.runtime.jobs import DEFAULT_ADDRESS
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "add_options", "finish_args", "run"]
@@ -39,7 +40,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
         default=Path("."),
         help="folder uploaded as the job's working dir; CONFIG must be inside it (default: .)",
     )
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
     p.add_argument(
         "--exclude",
         action="append",

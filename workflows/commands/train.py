@@ -14,7 +14,7 @@ HELP = "one Ray Train run of an experiment"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """CONFIG, ``--set``, ``--resume``, ``--overwrite`` and the cluster options."""
-    p.add_argument("config", type=Path)
+    p.add_argument("config", type=Path, help="the experiment YAML")
     add_set(p)
     p.add_argument("--resume", action="store_true", help="continue the run results/<name> holds")
     p.add_argument(

@@ -14,7 +14,7 @@ HELP = "search with Ray Tune + Optuna, then the final stage"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """CONFIG, ``--set``, ``--resume``, ``--more``, ``--no-final``, ``--reread-test``, cluster."""
-    p.add_argument("config", type=Path)
+    p.add_argument("config", type=Path, help="the experiment YAML (with a search section)")
     add_set(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
     p.add_argument(

@@ -19,7 +19,7 @@ from workflows.experiment import (
 )
 from workflows.results.trials import read_table
 
-__all__ = ["trial_experiment", "export_best"]
+__all__ = ["trial_experiment", "export_best", "export_trial"]
 
 
 def trial_experiment(exp: Experiment, params: dict[str, Any], name: str) -> Experiment:
@@ -82,7 +82,15 @@ def export_best(results_dir: Path, top: int = 1, out: Path | None = None) -> lis
     ranked = table[table.get(f"best_{metric}", pd.Series(dtype=float)).notna()]
     if ranked.empty:
         raise ValueError(f"{table_path}: no trial reported {metric}; nothing to export")
-    sources = _final_ranking(results_dir, len(table)) or list(ranked.itertuples(index=False))
+    final = _final_ranking(results_dir, len(table))
+    sources = final or list(ranked.itertuples(index=False))
+    if top > len(sources):
+        ranking = "the final stage ranked" if final else "the search has"
+        what = "candidates" if final else f"trials that reported {metric}"
+        raise ConfigError(
+            f"--top {top}: {ranking} only {len(sources)} {what} in {results_dir}; ask for at "
+            f"most {len(sources)} (or one trial with --trial ID)"
+        )
     written = []
     for rank, source in enumerate(sources[:top], start=1):
         params = source["params"] if isinstance(source, dict) else json.loads(source.params)
@@ -96,3 +104,26 @@ def export_best(results_dir: Path, top: int = 1, out: Path | None = None) -> lis
         path.write_text(_header(results_dir, source, metric) + path.read_text())
         written.append(path)
     return written
+
+
+def export_trial(results_dir: Path, trial_id: str, out: Path | None = None) -> Path:
+    """Write the config of search trial ``trial_id`` (or an unambiguous prefix); returns the file.
+
+    Default ``out``: ``<results_dir>/trial_<id>.yaml``; the experiment is named ``<name>_<id>``.
+    """
+    from workflows.results.locate import find_trial
+
+    results_dir = Path(results_dir)
+    row = find_trial(results_dir, trial_id)
+    exp = load_experiment(results_dir / "experiment.yaml")
+    metric = exp.search.metric if exp.search else DEFAULT_METRIC
+    if pd.isna(row.get(f"best_{metric}")):
+        raise ConfigError(
+            f"--trial {trial_id}: trial {row['trial_id']} never reported {metric} (status "
+            f"{row['status']}); nothing to export"
+        )
+    path = out or results_dir / f"trial_{row['trial_id']}.yaml"
+    experiment = trial_experiment(exp, json.loads(row["params"]), f"{exp.name}_{row['trial_id']}")
+    dump_experiment(experiment, path, with_search=False)
+    path.write_text(_header(results_dir, row, metric) + path.read_text())
+    return path

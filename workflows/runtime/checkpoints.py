@@ -4,7 +4,9 @@ Each checkpoint goes to ``<run_dir>/checkpoint_<epoch>`` (a local folder or an `
 ``gs://`` URI, through pyarrow), and ``<run_dir>/checkpoints.json`` records the kept ones: the
 best ``keep`` by the search metric plus the latest. The record is rewritten after each copy and
 before any deletion, so a restarted trial resumes from the latest checkpoint it names, whatever
-state the Tune driver saved before it crashed.
+state the Tune driver saved before it crashed. Only the latest keeps its training state
+(``optimizer.pt``): the best ones kept beside it are weights only, which is all their readers
+(evaluation, export, the final stage) need.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import pyarrow.fs
 
+from msa_model.checkpoint import STATE_FILE
 from msa_model.constants import score_key
 
 __all__ = ["RunCheckpoints", "RECORD"]
@@ -59,6 +62,11 @@ class RunCheckpoints:
         for old in dropped:
             try:
                 self.fs.delete_dir(f"{self.root}/{old['name']}")
+            except FileNotFoundError:
+                pass
+        for older in self.entries[:-1]:  # the record names the new latest: resume reads only it
+            try:
+                self.fs.delete_file(f"{self.root}/{older['name']}/{STATE_FILE}")
             except FileNotFoundError:
                 pass
         return f"{self.run_dir}/{name}"

@@ -1,0 +1,224 @@
+"""Using a trained model: msa export (configs, --trial, --top, --out, --model), msa evaluate by
+trial id or exported model, and msa search (the same R@5 as the evaluation, its cache, its page).
+
+The results folder is what `msa tune --no-final` leaves, built without Ray: two trials trained
+by the real loop into the in-trial launcher's checkpoint store, and trials.csv from their
+histories.
+"""
+
+from __future__ import annotations
+
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from msa_model.checkpoint import read_checkpoint_meta, restore_model
+from msa_model.data import write_synthetic_dataset
+from msa_model.evaluation import evaluate_checkpoint
+from msa_model.pipeline import load_splits
+from msa_model.retrieval import load_gallery, search_images
+from msa_model.session import LoopSession
+from msa_model.training import train
+from tests.conftest import tiny_experiment
+from workflows.cli import main
+from workflows.commands.search import cache_dir, model_tag
+from workflows.experiment import dump_experiment, load_experiment, parse_experiment
+from workflows.results.paths import relative_to_results
+from workflows.results.trials import TrialRecord, read_table, trials_table
+from workflows.runtime.checkpoints import RunCheckpoints
+
+LRS = {"aaaa1111": 1e-3, "bbbb2222": 3e-3}
+
+
+class _StoreSession(LoopSession):
+    """The in-trial launcher's storage without Tune: each epoch's checkpoint into the run."""
+
+    def __init__(self, store: RunCheckpoints, reports: list[dict]) -> None:
+        super().__init__(device="cpu", keeps_checkpoints=True)
+        self.store, self.reports = store, reports
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        path = self.store.save(checkpoint_dir, int(metrics["epoch"]), metrics)
+        self.reports.append({**metrics, "checkpoint_path": path})
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """results/tiny after a two-trial search (lr 1e-3 and 3e-3), 100 images, 2 epochs each."""
+    root = tmp_path_factory.mktemp("model_use")
+    data = root / "data"
+    write_synthetic_dataset(data, num_images=100, size=32, seed=1)
+    raw = tiny_experiment(data, search={"space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}}})
+    exp = parse_experiment(raw)
+    out = root / "results" / "tiny"
+    dump_experiment(exp, out / "experiment.yaml")
+    records = []
+    for trial_id, lr in LRS.items():
+        trial = parse_experiment({**raw, "optim": {"lr": lr}})
+        store = RunCheckpoints(str(out / "ray" / "trials" / f"tiny_{trial_id}"), 1, "val_mr", "max")
+        reports: list[dict] = []
+        train(trial.spec(), _StoreSession(store, reports))
+        history = pd.DataFrame(reports)
+        history["checkpoint_path"] = [
+            relative_to_results(p, out) for p in history["checkpoint_path"]
+        ]
+        records.append(TrialRecord(trial_id, {"optim.lr": lr}, "TERMINATED", history=history))
+    trials_table(records, "val_mr", "max", 2).to_csv(out / "trials.csv", index=False)
+    return out
+
+
+def _best(out: Path) -> pd.Series:
+    return read_table(out / "trials.csv").iloc[0]
+
+
+def test_export_out_is_a_file_or_a_folder(searched: Path, tmp_path: Path, capsys) -> None:
+    best = _best(searched)
+    assert main(["export", str(searched), "--out", f"{tmp_path}/configs/"]) == 0
+    written = tmp_path / "configs" / "best_config.yaml"
+    assert capsys.readouterr().out.strip() == str(written)
+    assert load_experiment(written).optim.lr == pytest.approx(LRS[best["trial_id"]])
+    assert main(["export", str(searched), "--out", str(tmp_path / "configs")]) == 0  # a folder
+    assert capsys.readouterr().out.strip() == str(written)
+    assert main(["export", str(searched), "--out", str(tmp_path / "one.yaml")]) == 0
+    assert (tmp_path / "one.yaml").is_file() and not (tmp_path / "one.yaml").is_dir()
+    capsys.readouterr()
+    assert main(["export", str(searched), "--top", "2", "--out", str(tmp_path / "top")]) == 0
+    assert sorted(p.name for p in (tmp_path / "top").iterdir()) == ["rank1.yaml", "rank2.yaml"]
+    assert main(["export", str(searched), "--top", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--top 3: the search has only 2 trials that reported val_mr" in err
+    assert main(["export", str(searched), "--top", "2", "--out", str(tmp_path / "one.yaml")]) == 2
+    assert "give a folder, not a file" in capsys.readouterr().err
+
+
+def test_export_and_evaluate_one_trial(searched: Path, tmp_path: Path, capsys) -> None:
+    other = read_table(searched / "trials.csv").iloc[1]["trial_id"]
+    assert main(["export", str(searched), "--trial", other[:4], "--out", f"{tmp_path}/"]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    exp = load_experiment(path)
+    assert exp.optim.lr == pytest.approx(LRS[other]) and exp.name == f"tiny_{other}"
+    assert path.read_text().startswith(f"# exported from {searched} trial {other}")
+    assert main(["evaluate", str(searched), "--trial", other, "--split", "test"]) == 0
+    printed = dict(line.split() for line in capsys.readouterr().out.strip().splitlines())
+    checkpoint = searched / read_table(searched / "trials.csv").iloc[1]["best_checkpoint"]
+    expected = evaluate_checkpoint(checkpoint, ["test"], device="cpu")["test"]
+    assert {k: float(v) for k, v in printed.items()} == pytest.approx(expected, abs=0.006)
+    assert main(["evaluate", str(searched), "--trial", "zzz"]) == 2
+    assert "--trial zzz: no trial of" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def exported(searched: Path) -> Path:
+    assert main(["export", str(searched), "--model"]) == 0
+    return searched / "model"
+
+
+def test_exported_model_is_the_winner_without_optimizer_state(exported: Path, searched: Path):
+    best = searched / _best(searched)["best_checkpoint"]
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "experiment.yaml", "meta.json", "model.safetensors", "tokenizer",
+    ]  # fmt: skip
+    meta = read_checkpoint_meta(exported)
+    assert meta["source"]["checkpoint"] == _best(searched)["best_checkpoint"]
+    assert meta["metrics"] == read_checkpoint_meta(best)["metrics"]
+    ours, theirs = evaluate_checkpoint(exported, ["test"], device="cpu"), None
+    theirs = evaluate_checkpoint(best, ["test"], device="cpu")
+    assert ours == theirs
+    assert main(["export", str(searched), "--model", "--out", str(best.parent)]) == 2  # not ours
+
+
+def test_search_ranks_each_caption_image_as_the_evaluation_does(exported: Path, tmp_path: Path):
+    """For every test caption, its image is in msa search's top 5 at the rate of t2i R@5."""
+    model, meta = restore_model(exported)
+    data = load_experiment(exported / "experiment.yaml").data
+    test = load_splits(data)["test"]
+    folder = tmp_path / "test_images"
+    for record in test:
+        target = folder / record.filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(data.images) / record.filename, target)
+    gallery = load_gallery(model, data, folder, None, "", torch.device("cpu"), 64)
+    hits = [
+        record.filename in [h.item for h in search_images(model, gallery, caption, 5, "cpu")]
+        for record in test
+        for caption in record.captions
+    ]
+    rate = 100.0 * sum(hits) / len(hits)
+    r5 = evaluate_checkpoint(exported, ["test"], device="cpu")["test"]["t2i_r5"]
+    assert len(hits) == 50 and 0 < rate < 100  # neither chance-free nor trivial
+    assert rate == pytest.approx(r5, abs=1e-9)
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+def _search(*args: str, capsys) -> list[str]:
+    assert main(["search", *args]) == 0
+    return capsys.readouterr().out.strip().splitlines()
+
+
+def test_search_cli_caches_the_folder_and_writes_the_page(exported: Path, tmp_path: Path, capsys):
+    data = load_experiment(exported / "experiment.yaml").data
+    folder = tmp_path / "gallery"
+    shutil.copytree(data.images, folder)
+    (folder / "notes.txt").write_text("not an image")
+    query = load_splits(data)["test"][0].captions[0]
+    lines = _search(str(exported), "--images", str(folder), "--query", query, "--top", "3",
+                    capsys=capsys)  # fmt: skip
+    assert lines[0] == f"[msa] 100 images of {folder} (embedded now)"
+    ranked = [line.split() for line in lines[1:4]]
+    assert [r[0] for r in ranked] == ["1", "2", "3"]
+    scores = [float(r[1]) for r in ranked]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    page = cache_dir(exported) / "search.html"
+    assert lines[-1] == f"[msa] page: {page}"
+    parser = _Images()
+    parser.feed(page.read_text())
+    shown = [(page.parent / src).resolve() for src in parser.sources]
+    assert shown == [(folder / r[2]).resolve() for r in ranked] and all(p.is_file() for p in shown)
+    assert not any(src.startswith("/") for src in parser.sources)  # relative: the page can move
+
+    again = _search(str(exported), "--images", str(folder), "--query", query, capsys=capsys)
+    assert again[0] == f"[msa] 100 images of {folder} (from the cache)"
+    assert [line.split()[2] for line in again[1:4]] == [r[2] for r in ranked]
+    shutil.copy(folder / ranked[0][2], folder / "copy.png")  # the folder changed
+    changed = _search(str(exported), "--images", str(folder), "--query", query, capsys=capsys)
+    assert changed[0] == f"[msa] 101 images of {folder} (embedded now)"
+    assert {line.split()[2] for line in changed[1:3]} >= {"copy.png"}  # ties with its original
+    caches = list(cache_dir(exported).glob("images-*.pt"))
+    assert len(caches) == 1 and "copy.png" in torch.load(caches[0], weights_only=True)["names"]
+    assert model_tag(exported).endswith(str((exported / "model.safetensors").stat().st_mtime_ns))
+
+
+def test_search_captions_of_an_image(exported: Path, tmp_path: Path, capsys) -> None:
+    data = load_experiment(exported / "experiment.yaml").data
+    test = load_splits(data)["test"]
+    captions = tmp_path / "captions.txt"
+    captions.write_text("\n".join(c for r in test[:4] for c in r.captions) + "\n\n")
+    page = tmp_path / "out" / "page.html"
+    image = Path(data.images) / test[0].filename
+    lines = _search(str(exported), "--image", str(image), "--captions", str(captions),
+                    "--html", str(page), capsys=capsys)  # fmt: skip
+    assert lines[0] == f"[msa] 20 captions of {captions}"
+    hits = [line.split(maxsplit=2)[2] for line in lines[1:6]]
+    assert len(hits) == 5 and set(hits) <= {c for r in test[:4] for c in r.captions}
+    parser = _Images()
+    parser.feed(page.read_text())
+    assert [(page.parent / s).resolve() for s in parser.sources] == [image.resolve()]
+    assert all(h in page.read_text() for h in hits)
+
+
+def test_search_refuses_half_a_query(exported: Path, capsys) -> None:
+    assert main(["search", str(exported), "--query", "a roof"]) == 2
+    assert "give either --images DIR --query TEXT or --image FILE" in capsys.readouterr().err
