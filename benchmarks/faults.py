@@ -114,13 +114,13 @@ def phase(log: Path) -> str:
 def recorded_histories(out: Path) -> dict[str, pd.DataFrame]:
     """Each trial's history as its run recorded it: the latest checkpoint's meta."""
     histories = {}
-    for record in sorted((out / "ray" / "trials").glob(f"{NAME}-*/checkpoints.json")):
+    for record in sorted((out / "ray" / "trials").glob(f"{NAME}_*/checkpoints.json")):
         entries = json.loads(record.read_text())["checkpoints"]
         if not entries:
             continue
         latest = max(entries, key=lambda e: e["epoch"])
         meta = json.loads((record.parent / latest["name"] / "meta.json").read_text())
-        histories[record.parent.name.removeprefix(f"{NAME}-")] = pd.DataFrame(meta["history"])
+        histories[record.parent.name.removeprefix(f"{NAME}_")] = pd.DataFrame(meta["history"])
     return histories
 
 
@@ -198,13 +198,30 @@ def repetition(config: Path, work: Path, rng: random.Random, max_delay: float) -
         tail = (work / f"{resumes}.log").read_text(errors="replace")[-400:]
         row["errors"] = [f"did not finish: exit {status}: {tail}"]
         return row
-    before = {f: (out / "final" / f).read_text() for f in ("metrics.json", "test_reads.json")}
-    again = run(config, results, work / "again.log", "--resume")
-    after = {f: (out / "final" / f).read_text() for f in before}
     row.update(check(out))
-    if again != 0 or after != before:
-        row["errors"].append(f"--resume of the finished search: exit {again}, final/ changed")
+    before = _snapshot(out)
+    again = run(config, results, work / "again.log", "--resume")
+    changed = _changes(before, _snapshot(out))
+    if again != 0 or changed:
+        row["errors"].append(f"--resume of the finished search: exit {again}, changed {changed}")
     return row
+
+
+def _snapshot(out: Path) -> dict[str, Any]:
+    """What a resume of the finished search must leave as it is."""
+    return {
+        "test_reads": json.loads((out / "final" / "test_reads.json").read_text()),
+        "final": json.loads((out / "final" / "metrics.json").read_text()),
+        "trials.csv": (out / "trials.csv").read_text(),
+        "history.csv": (out / "history.csv").read_text(),
+    }
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The snapshot entries (and final/metrics.json keys) that differ."""
+    changed = [key for key in before if key != "final" and before[key] != after[key]]
+    old, new = before["final"], after["final"]
+    return changed + [f"final.{k}" for k in sorted({*old, *new}) if old.get(k) != new.get(k)]
 
 
 def main(argv: list[str] | None = None) -> int:
