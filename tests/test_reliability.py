@@ -88,6 +88,9 @@ def test_results_folder_reused_or_replaced_only_when_asked(tmp_path: Path) -> No
         prepare_results_dir(out, "msa train", resume=True, overwrite=True)
     with pytest.raises(ConfigError, match="holds no run to resume"):
         prepare_results_dir(tmp_path / "none", "msa train", resume=True, overwrite=False)
+    fresh = tmp_path / "fresh"
+    mark_created(fresh, "msa tune")  # a run that stopped before writing anything
+    prepare_results_dir(fresh, "msa tune", resume=False, overwrite=False)
 
 
 def test_overwrite_never_deletes_a_folder_msa_did_not_create(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ def prepare_results_dir(
     """
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
-    exists = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    exists = out.exists() and (not out.is_dir() or any(p.name != MARKER for p in out.iterdir()))
     if resume:
         if not exists:
             raise ConfigError(f"--resume: {out} holds no run to resume")
