@@ -18,7 +18,7 @@ class RunSpec:
     ``experiment``; without one, :meth:`recorded` writes the sections and loop settings.
     """
 
-    name: str  # shown in progress lines
+    name: str  # progress lines start with [name] (a Tune trial's: '<experiment> <trial id>')
     data: DataConfig
     model: ModelConfig
     loss: LossConfig

@@ -203,7 +203,8 @@ def train(spec: RunSpec, session: LoopSession | None = None) -> LoopState:
         with session.checkpoint_dir() as directory:
             resume(state, directory)
         if session.rank == 0:
-            session.log(f"[msa] resumed from {session.checkpoint} at epoch {state.start_epoch}")
+            where = f"{session.checkpoint} at epoch {state.start_epoch}"
+            session.log(f"[{spec.name}] resumed from {where}")
     state.model = session.prepare_model(
         state.model, find_unused_parameters=not state.loss_fn.needs_scores
     )
@@ -217,9 +218,9 @@ def train(spec: RunSpec, session: LoopSession | None = None) -> LoopState:
             shown = "  ".join(
                 f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith(("val_mr", "train_loss"))
             )
-            session.log(f"[msa] {spec.name} epoch {epoch + 1}/{spec.epochs}  {shown}")
+            session.log(f"[{spec.name}] epoch {epoch + 1}/{spec.epochs}  {shown}")
             if reason is not None and not warned:
-                session.log(f"[msa] {spec.name} {reason}")
+                session.log(f"[{spec.name}] {reason}")
                 warned = True
         _report(state, spec, session, metrics)
     return state

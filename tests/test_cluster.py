@@ -488,7 +488,7 @@ def test_resume_after_the_driver_is_killed(
     tune_dir = out / "ray" / "tune"
 
     def run_dir(trial_id: str) -> Path:
-        return out / "ray" / "trials" / f"res-{trial_id}"
+        return out / "ray" / "trials" / f"res_{trial_id}"
 
     def checkpointed(trial_id: str) -> bool:  # what a restarted trial resumes from
         if launcher == "auto":

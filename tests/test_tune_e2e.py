@@ -108,10 +108,11 @@ def test_tune_writes_consistent_results(tuned: Path) -> None:
         assert [r["seed"] for r in cand["seeds"]] == [1, 2]
         for run in cand["seeds"]:
             # the tested checkpoint is the run's best validation epoch, its val metrics its own
-            record = json.loads((Path(run["checkpoint"]).parent / "checkpoints.json").read_text())
+            checkpoint = out / run["checkpoint"]  # relative to the results folder
+            record = json.loads((checkpoint.parent / "checkpoints.json").read_text())
             latest = max(record["checkpoints"], key=lambda e: e["epoch"])["name"]
             history = json.loads(
-                (Path(run["checkpoint"]).parent / latest / "meta.json").read_text()
+                (checkpoint.parent / latest / "meta.json").read_text()
             )
             scores = [epoch["val_mr"] for epoch in history["history"]]
             assert len(scores) == 2 and run["epoch"] == 1 + scores.index(max(scores))
@@ -141,7 +142,7 @@ def test_tune_writes_consistent_results(tuned: Path) -> None:
     assert exported["model"]["image"]["num_scales"] == winner["params"]["model.image.num_scales"]
 
     for trial_id in trials.loc[~failed, "trial_id"]:
-        events = list((out / "tensorboard" / trial_id).glob("events.out.tfevents.*"))
+        events = list((out / "tensorboard" / f"tiny_{trial_id}").glob("events.out.tfevents.*"))
         assert events, f"no TensorBoard events for trial {trial_id}"
     assert (out / "ray" / "tune").is_dir()
 
@@ -162,7 +163,7 @@ def test_export_then_train_reproduces_trial(tuned: Path) -> None:
     for key in ["train_loss", *[f"val_{k}" for k in KEYS]]:
         assert rerun[key].to_numpy() == pytest.approx(trial[key].to_numpy(), abs=1e-4), key
     summary = json.loads((tuned / "results" / "tiny_best" / "metrics.json").read_text())
-    assert Path(summary["checkpoint"], "meta.json").is_file()
+    assert (tuned / "results" / "tiny_best" / summary["checkpoint"] / "meta.json").is_file()
 
 
 def test_evaluate_cli_matches_final_stage(tuned: Path) -> None:
@@ -235,8 +236,8 @@ def test_final_retrain_on_train_plus_val(synth_data: Path, tmp_path: Path) -> No
     final = json.loads((out / "final" / "metrics.json").read_text())
     assert final["retrained"] is True and final["winner"]["label"] == "baseline"
     (run,) = final["baseline"]["seeds"]
-    assert "/ray/final_runs/retrain-final-" in run["checkpoint"] and run["epoch"] == 1
-    meta = json.loads((Path(run["checkpoint"]) / "meta.json").read_text())
+    assert run["checkpoint"].startswith("ray/final_runs/retrain-final-") and run["epoch"] == 1
+    meta = json.loads((out / run["checkpoint"] / "meta.json").read_text())
     assert "val_mr" not in meta["metrics"]  # no validation while training on train+val
     assert run["val"] is None and final["baseline"]["val"] is None
     assert set(KEYS) <= set(run["test"])

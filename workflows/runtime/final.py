@@ -29,6 +29,7 @@ from workflows.experiment import Experiment, parse_experiment, with_values
 from workflows.results.report import write_report
 from workflows.results.stats import chance_metrics
 from workflows.results.summary import final_summary
+from workflows.results.paths import relative_to_results
 from workflows.results.test_reads import claim_test_read, finish_test_read
 from workflows.results.trials import read_table
 from workflows.runtime.fatal import run_once
@@ -129,7 +130,8 @@ def make_final_driver(
                 with_values(base, {**run["params"], "train.seed": run["seed"]}),
                 source=f"final run {run['label']} seed {run['seed']}",
             )
-            best = train_run(exp, run["run"], storage_path, metric, mode, train_on_val)
+            label = f"{name} {run['label']} seed {run['seed']}"
+            best = train_run(exp, run["run"], storage_path, metric, mode, train_on_val, label)
             if best is None:
                 raise RuntimeError(f"final run {run['run']}: no checkpoint was written")
             with ray.train.Checkpoint(best).as_directory() as local:
@@ -207,6 +209,7 @@ def _launch(
         run_config=tune.RunConfig(
             name=f"final_tune_{datetime.now():%Y%m%d-%H%M%S}",
             storage_path=root,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the run's best, for Tune
             failure_config=tune.FailureConfig(max_failures=trial_retries(exp, in_trial)),
             verbose=1,
         ),
@@ -223,7 +226,7 @@ def _launch(
         done.append(
             {
                 **{k: run[k] for k in ("label", "seed", "run")},
-                "checkpoint": last["checkpoint"],
+                "checkpoint": relative_to_results(last["checkpoint"], final_dir.parent),
                 "epoch": int(last["final_epoch"]),
                 "val": val or None,
                 "test": {k: float(last[f"test_{k}"]) for k in METRIC_KEYS},

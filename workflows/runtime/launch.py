@@ -3,6 +3,7 @@ the loop in a Tune trial's own process."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,14 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from msa_model.constants import DEFAULT_METRIC, DEFAULT_MODE
+from msa_model.spec import RunSpec
 from workflows.experiment import Experiment
 
 __all__ = [
     "make_trainer",
     "run_worker",
     "run_in_trial",
+    "run_spec",
     "scaling_config",
     "storage_root",
 ]
@@ -61,8 +64,19 @@ def run_worker(config: dict[str, Any]) -> None:
     train(config["spec"], TrainWorkerSession(config["metric"], config["mode"]))
 
 
+def run_spec(exp: Experiment, train_on_val: bool = False, label: str | None = None) -> RunSpec:
+    """The run of ``exp``, its progress lines headed ``[label]`` (default: the experiment name)."""
+    spec = exp.spec(train_on_val)
+    return spec if label is None else dataclasses.replace(spec, name=label)
+
+
 def run_in_trial(
-    exp: Experiment, run_dir: str, metric: str, mode: str, train_on_val: bool = False
+    exp: Experiment,
+    run_dir: str,
+    metric: str,
+    mode: str,
+    train_on_val: bool = False,
+    label: str | None = None,
 ) -> None:
     """A one-worker run inside a Tune trial's own process (``train.trial_launcher: auto``).
 
@@ -78,7 +92,7 @@ def run_in_trial(
 
     store = RunCheckpoints(run_dir, exp.train.checkpoint_num_to_keep, metric, mode)
     torch.set_num_threads(exp.train.threads())
-    train(exp.spec(train_on_val), TuneTrialSession(exp.train.use_gpu, store))
+    train(run_spec(exp, train_on_val, label), TuneTrialSession(exp.train.use_gpu, store))
 
 
 def make_trainer(
@@ -90,6 +104,7 @@ def make_trainer(
     metric: str = DEFAULT_METRIC,
     mode: str = DEFAULT_MODE,
     callbacks: list[Any] | None = None,
+    label: str | None = None,
 ) -> TorchTrainer:
     """A TorchTrainer whose workers run the training loop on ``exp`` (its typed run spec).
 
@@ -100,7 +115,7 @@ def make_trainer(
     return TorchTrainer(
         run_worker,
         train_loop_config={
-            "spec": exp.spec(train_on_val),
+            "spec": run_spec(exp, train_on_val, label),
             "torch_threads": exp.train.threads(),
             "metric": metric,
             "mode": mode,

@@ -15,6 +15,7 @@ from ray.tune import ExperimentAnalysis
 from msa_model.checkpoint import read_checkpoint_meta
 from workflows.results.trials import TrialRecord
 from workflows.runtime.checkpoints import RECORD
+from workflows.runtime.trainable import trial_run_name
 
 __all__ = ["collect_records", "error_summary", "unfinished_trials"]
 
@@ -94,7 +95,7 @@ def collect_records(
 ) -> list[TrialRecord]:
     """TrialRecords from a ResultGrid (params as dotted keys, per-epoch histories).
 
-    ``runs_dir`` is where the trials' runs keep their checkpoints (``<runs_dir>/<name>-<trial
+    ``runs_dir`` is where the trials' runs keep their checkpoints (``<runs_dir>/<name>_<trial
     id>``); their own records complete what Tune's history lacks.
     """
     records = []
@@ -106,7 +107,7 @@ def collect_records(
         trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix(
             f"{name}_"
         )
-        run_dir = None if runs_dir is None else f"{runs_dir}/{name}-{trial_id}"
+        run_dir = None if runs_dir is None else f"{runs_dir}/{trial_run_name(name, trial_id)}"
         history = _with_missing_epochs(history, run_dir)
         error = result.error
         records.append(

@@ -17,6 +17,7 @@ from workflows.experiment.dotted import with_values
 from workflows.experiment.space import to_tune
 from workflows.results.export import export_best
 from workflows.results.folders import created_by, mark_created
+from workflows.results.paths import relative_to_results
 from workflows.results.test_reads import TestAlreadyRead
 from workflows.results.trials import history_table, trials_table
 from workflows.runtime.cluster import connect
@@ -24,6 +25,7 @@ from workflows.runtime.fatal import run_once
 from workflows.runtime.final import run_final
 from workflows.runtime.launch import storage_root
 from workflows.runtime.records import collect_records, unfinished_trials
+from workflows.runtime.reporter import progress_reporter, reporter_output
 from workflows.runtime.searcher import make_scheduler, make_searcher, study_exists, study_storage
 from workflows.runtime.session import running_best_key
 from workflows.runtime.tensorboard import TuneTensorBoard
@@ -33,6 +35,7 @@ from workflows.runtime.trainable import (
     trains_in_trial,
     trial_resources,
     trial_retries,
+    trial_run_name,
 )
 from workflows.runtime.trusted import check_trusted
 
@@ -50,16 +53,19 @@ TUNE_DIR = "tune"
 def make_driver(name: str, base: dict[str, Any], storage_path: str, metric: str, mode: str):
     """The Tune trainable: one trial's training run (:func:`train_run`) from its params.
 
-    The run's folder is ``<storage_path>/<name>-<trial id>``. The function carries the
-    experiment's name, so trials show under it in the dashboard.
+    The run's folder is ``<storage_path>/<name>_<trial id>`` (:func:`trial_run_name`, as its
+    Tune trial dir and TensorBoard run) and its progress lines start with ``[<name> <trial
+    id>]``. The function carries the experiment's name, so trials show under it in the
+    dashboard.
     """
 
     def driver(params: dict[str, Any]) -> None:
-        run_name = f"{name}-{tune.get_context().get_trial_id()}"
+        trial_id = tune.get_context().get_trial_id()
+        run_name = trial_run_name(name, trial_id)
 
         def run() -> None:
             exp = parse_experiment(with_values(base, params), source="trial config")
-            train_run(exp, run_name, storage_path, metric, mode)
+            train_run(exp, run_name, storage_path, metric, mode, label=f"{name} {trial_id}")
 
         run_once(f"{storage_path}/{run_name}", run)  # an error that would repeat is not retried
 
@@ -158,8 +164,8 @@ def _tuner(
             search_alg=make_searcher(exp, _study(exp, out), more=len(runs) if more else 0),
             scheduler=make_scheduler(exp),
             num_samples=more or search.num_samples,
-            trial_name_creator=lambda trial: f"{exp.name}_{trial.trial_id}",
-            trial_dirname_creator=lambda trial: f"{exp.name}_{trial.trial_id}",
+            trial_name_creator=lambda trial: trial_run_name(exp.name, trial.trial_id),
+            trial_dirname_creator=lambda trial: trial_run_name(exp.name, trial.trial_id),
             max_concurrent_trials=concurrent_trials(
                 exp, ray.cluster_resources(), None if in_trial else resources, runs=more or None
             ),
@@ -167,10 +173,19 @@ def _tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=root,
-            callbacks=[TuneTensorBoard((out / "tensorboard").resolve())],
+            callbacks=[
+                TuneTensorBoard(
+                    (out / "tensorboard").resolve(),
+                    exp.name,
+                    [search.metric, running_best_key(search.metric)],
+                )
+            ],
+            # each trial's best epoch, weights only (its own record keeps what resuming needs)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=trial_retries(exp, in_trial)),
             stop=stop_collapsed if search.stop_collapsed else None,
             verbose=1,
+            progress_reporter=progress_reporter(exp),
         ),
     )
     return tuner, name
@@ -211,7 +226,8 @@ def run_tune(
     connect(address, num_cpus=num_cpus)
     runs = _tune_runs(root) if restore else [TUNE_DIR]
     tuner, name = _tuner(exp, out, root, runs, restore, more)
-    results = tuner.fit()
+    with reporter_output():
+        results = tuner.fit()
     left = unfinished_trials(results, more or exp.search.num_samples)
     if left:
         raise SearchInterrupted(
@@ -226,8 +242,14 @@ def run_tune(
             )
 
     table = trials_table(records, exp.search.metric, exp.search.mode, exp.train.epochs)
+    history = history_table(records)
+    for frame, column in ((table, "best_checkpoint"), (history, "checkpoint_path")):
+        if column in frame:  # results files name paths relative to the results folder
+            frame[column] = [
+                relative_to_results(p, out) if isinstance(p, str) else p for p in frame[column]
+            ]
     table.to_csv(out / "trials.csv", index=False)
-    history_table(records).to_csv(out / "history.csv", index=False)
+    history.to_csv(out / "history.csv", index=False)
     failed = int((table["status"] == "ERROR").sum())
     print(f"[msa] {len(table)} trials ({failed} failed); table in {out / 'trials.csv'}")
     if f"best_{exp.search.metric}" not in table or table[f"best_{exp.search.metric}"].isna().all():

@@ -9,6 +9,7 @@ from msa_model.constants import DEFAULT_METRIC, DEFAULT_MODE, better
 from msa_model.data import check_data
 from workflows.experiment import Experiment, dump_experiment
 from workflows.results.folders import prepare_results_dir, remove_stored
+from workflows.results.paths import relative_to_results
 from workflows.runtime.cluster import connect
 from workflows.runtime.launch import make_trainer, storage_root
 from workflows.runtime.tensorboard import TrainTensorBoard
@@ -66,7 +67,7 @@ def run_train(
         "metric": metric,
         "best_epoch": best_metrics.get("epoch"),
         "best": {k: v for k, v in best_metrics.items() if k.startswith(("val_", "train_"))},
-        "checkpoint": best_path,
+        "checkpoint": relative_to_results(best_path, out),
         "epochs": int(history["epoch"].max()) if "epoch" in history else 0,
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))

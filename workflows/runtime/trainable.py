@@ -18,7 +18,13 @@ __all__ = [
     "concurrent_trials",
     "trial_retries",
     "trial_resources",
+    "trial_run_name",
 ]
+
+
+def trial_run_name(name: str, trial_id: str) -> str:
+    """A search trial's one folder name: its Tune trial dir, its run (checkpoints), TensorBoard."""
+    return f"{name}_{trial_id}"
 
 
 def trains_in_trial(exp: Experiment) -> bool:
@@ -33,6 +39,7 @@ def train_run(
     metric: str,
     mode: str,
     train_on_val: bool = False,
+    label: str | None = None,
 ) -> str | None:
     """Train ``exp`` inside this Tune trial, reporting each epoch; its best checkpoint's path.
 
@@ -40,10 +47,11 @@ def train_run(
     it. Either way ``<storage_path>/<run_name>`` holds the run's checkpoints and their record,
     so a restarted trial resumes from its latest one. The best checkpoint is the best by
     ``metric``, or the last one when training on train+val (no validation); None without any.
+    Progress lines start with ``[label]`` (default: the experiment's name).
     """
     run_dir = f"{storage_path}/{run_name}"
     if trains_in_trial(exp):
-        run_in_trial(exp, run_dir, metric, mode, train_on_val)
+        run_in_trial(exp, run_dir, metric, mode, train_on_val, label)
         store = RunCheckpoints(run_dir, exp.train.checkpoint_num_to_keep, metric, mode)
         if train_on_val or not store.entries:
             return store.latest()
@@ -57,6 +65,7 @@ def train_run(
         metric=metric,
         mode=mode,
         callbacks=[TuneReportCallback()],
+        label=label,
     ).fit()
     checkpoint = result.checkpoint if train_on_val else result.get_best_checkpoint(metric, mode)
     return None if checkpoint is None else checkpoint.path
