@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +50,14 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"msa {version('msa-tune')}"
+
+
+def test_tensorboard_hint_names_the_extra_when_missing(tmp_path: Path) -> None:
+    from workflows.commands.demo import tensorboard_hint
+
+    logdir = tmp_path / "tensorboard"
+    assert tensorboard_hint(logdir, installed=True) == f"tensorboard --logdir {logdir}"
+    missing = tensorboard_hint(logdir, installed=False)
+    assert missing == f'pip install -e ".[tensorboard]" (once), then tensorboard --logdir {logdir}'
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert '\ntensorboard = ["tensorboard>=' in pyproject  # the extra the hint names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import time
@@ -14,7 +15,7 @@ from workflows.errors import ResultsFolderError
 from workflows.experiment import SEARCH_SPACES, apply_overrides, parse_experiment
 from workflows.results.folders import created_by, mark_created
 
-__all__ = ["HELP", "add_arguments", "run", "run_demo", "SMOKE_OVERRIDES"]
+__all__ = ["HELP", "add_arguments", "run", "run_demo", "tensorboard_hint", "SMOKE_OVERRIDES"]
 
 HELP = "the whole pipeline on the embedded default, offline"
 DEMO_IMAGES = 1000
@@ -80,9 +81,17 @@ def run_demo(
     run_tune(exp, results_root=results_root, address=address, storage=storage, num_cpus=num_cpus)
     _print_final(json.loads((out / "final" / "metrics.json").read_text()))
     print(f"\n[msa] report: {out / 'final' / 'report.md'}; best config: {out / 'best_config.yaml'}")
-    print(f"[msa] TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+    print(f"[msa] TensorBoard: {tensorboard_hint(out / 'tensorboard')}")
     print(f"[msa] demo finished in {time.perf_counter() - began:.0f} s")
     return out
+
+
+def tensorboard_hint(logdir: Path, installed: bool | None = None) -> str:
+    """How to open the runs: ``tensorboard --logdir``, after installing it when it is missing."""
+    if installed is None:
+        installed = importlib.util.find_spec("tensorboard") is not None
+    command = f"tensorboard --logdir {logdir}"
+    return command if installed else f'pip install -e ".[tensorboard]" (once), then {command}'
 
 
 def _print_final(final: dict) -> None:
