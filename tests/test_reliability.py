@@ -384,3 +384,19 @@ def test_trial_restarted_after_its_last_epoch_keeps_its_history(tmp_path: Path) 
     tune_rows = pd.DataFrame({"epoch": [3], "val_mr": [40.0], "checkpoint_path": ["c3"]})
     merged = _with_missing_epochs(tune_rows, str(run))  # one report after a restart
     assert merged["epoch"].tolist() == [1, 2, 3] and merged["checkpoint_path"].iloc[2] == "c3"
+
+
+def test_tied_trials_rank_the_same_however_tune_lists_them() -> None:
+    """A resumed search lists its trials in another order: the table must not change."""
+    import pandas as pd
+
+    from workflows.results.trials import TrialRecord, trials_table
+
+    def record(trial_id: str, scores: list[float]) -> TrialRecord:
+        history = pd.DataFrame({"epoch": [1, 2], "val_mr": scores})
+        return TrialRecord(trial_id, {"loss.margin": 0.1}, "TERMINATED", history=history)
+
+    records = [record("b8", [20.0, 25.0]), record("a1", [25.0, 22.0]), record("c3", [30.0, 1.0])]
+    first = trials_table(records, "val_mr", "max", 2)
+    again = trials_table(records[::-1], "val_mr", "max", 2)
+    assert first["trial_id"].tolist() == again["trial_id"].tolist() == ["c3", "a1", "b8"]

@@ -74,6 +74,9 @@ def test_searcher_starts_with_the_baseline_and_persists_its_study(tmp_path: Path
     (first,) = study.trials  # the baseline, enqueued
     assert first.state == optuna.trial.TrialState.WAITING
     assert first.system_attrs["fixed_params"] == {"loss.margin": 0.05}
+    restored = make_searcher(exp, url)  # --resume: Tune sets the searcher up again
+    restored.set_search_properties("val_mr_best", "max", space)
+    assert len(optuna.load_study(study_name="s", storage=url).trials) == 1  # no second baseline
     more = make_searcher(exp, url, more=1)  # an extension: no second baseline, a new seed
     more.set_search_properties("val_mr_best", "max", space)
     assert len(optuna.load_study(study_name="s", storage=url).trials) == 1

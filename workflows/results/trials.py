@@ -69,7 +69,10 @@ def trials_table(
     table = pd.DataFrame(rows)
     key = f"best_{metric}"
     if key in table:
-        table = table.sort_values(key, ascending=mode == "min", na_position="last", kind="stable")
+        # ties in trial id order: the table (and the best trial) the same however Tune lists them
+        table = table.sort_values(
+            [key, "trial_id"], ascending=[mode == "min", True], na_position="last", kind="stable"
+        )
     return table.reset_index(drop=True)
 
 

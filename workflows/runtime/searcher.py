@@ -100,13 +100,32 @@ def make_searcher(exp: Experiment, storage: str | None, more: int = 0) -> Any:
     point = baseline_point(exp)
     start = [point] if cfg.start_with_config and point is not None and not more else None
     if cfg.type == "optuna" and exp.space:
-        return OptunaSearch(
+        return _StudySearch(
             points_to_evaluate=start,
             sampler=make_sampler(cfg, cfg.seed + more),
             study_name=exp.name,
             storage=None if storage is None else optuna.storages.RDBStorage(storage),
         )
     return BasicVariantGenerator(points_to_evaluate=start, random_state=cfg.seed + more)
+
+
+class _StudySearch(OptunaSearch):
+    """OptunaSearch enqueueing its first points only into a new study.
+
+    Tune sets a restored searcher up again on ``--resume`` before loading its saved state; on a
+    persisted study that would enqueue the baseline a second time (a duplicate trial).
+    """
+
+    def _setup_study(self, mode: str | list) -> None:
+        storage = self._storage
+        if storage is None or self._study_name not in optuna.get_all_study_names(storage):
+            super()._setup_study(mode)
+            return
+        points, self._points_to_evaluate = self._points_to_evaluate, []
+        try:
+            super()._setup_study(mode)
+        finally:
+            self._points_to_evaluate = points
 
 
 def make_scheduler(exp: Experiment) -> TrialScheduler:
