@@ -212,9 +212,14 @@ def _snapshot(out: Path) -> dict[str, Any]:
     return {
         "test_reads": json.loads((out / "final" / "test_reads.json").read_text()),
         "final": json.loads((out / "final" / "metrics.json").read_text()),
-        "trials.csv": (out / "trials.csv").read_text(),
-        "history.csv": (out / "history.csv").read_text(),
+        "trials.csv": _rows(out / "trials.csv"),
+        "history.csv": _rows(out / "history.csv"),
     }
+
+
+def _rows(path: Path) -> list[str]:
+    """A table's rows as text, in a fixed order (the content, not Tune's listing order)."""
+    return sorted(path.read_text().splitlines())
 
 
 def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
