@@ -36,3 +36,15 @@ def test_table_rows_status_best_and_times(tmp_path: Path) -> None:
     table.to_csv(tmp_path / "trials.csv", index=False)
     again = read_table(tmp_path / "trials.csv")
     assert list(again["trial_id"]) == ["1234e567", "00000abc", "deadbeef"]  # not 1.234e+570
+
+
+def test_collapsed_trials_are_marked() -> None:
+    flagged = _history([10, 5, 5]).assign(collapsed=[0.0, 1.0, 1.0])
+    healthy = _history([10, 20]).assign(collapsed=[0.0, 0.0])
+    records = [
+        TrialRecord("aaaa0001", {}, "TERMINATED", history=flagged),
+        TrialRecord("aaaa0002", {}, "TERMINATED", history=healthy),
+        TrialRecord("aaaa0003", {}, "TERMINATED", history=_history([7])),  # before the verdict
+    ]
+    table = trials_table(records, "val_mr", "max").set_index("trial_id")
+    assert table["collapsed"].to_dict() == {"aaaa0001": True, "aaaa0002": False, "aaaa0003": False}

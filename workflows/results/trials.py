@@ -38,7 +38,8 @@ def trials_table(
 
     Columns: ``trial_id``, ``status``, ``param.<key>``..., ``params`` (JSON),
     ``best_<metric>``, ``best_epoch``, ``best_checkpoint``, ``last.<metric>``..., ``epochs``,
-    ``train_s`` (inside the epochs), ``time_s`` (trial wall time), ``error``. Sorted best
+    ``train_s`` (inside the epochs), ``time_s`` (trial wall time), ``collapsed`` (the loop's
+    collapse verdict in any epoch, :mod:`msa_model.collapse`), ``error``. Sorted best
     first (errored trials last).
     """
     rows = []
@@ -62,6 +63,7 @@ def trials_table(
         row["time_s"] = (
             float(hist["time_total_s"].max()) if "time_total_s" in hist else row["train_s"]
         )
+        row["collapsed"] = bool("collapsed" in hist and (hist["collapsed"].fillna(0) > 0).any())
         if rec.status != "ERROR" and epochs is not None and row["epochs"] < epochs:
             row["status"] = "STOPPED"
         row["error"] = rec.error
