@@ -440,7 +440,7 @@ def test_killed_trial_process_resumes_from_checkpoint(cluster: Cluster, synth_da
         runs = tmp_path / "results" / "it" / "ray" / "trials"
 
         def trial_pid() -> int | None:  # Ray prefixes a trial's output with its pid (in colour)
-            found = re.search(r"\(it pid=(\d+)\)\S* \[msa\] it epoch", log.read_text())
+            found = re.search(r"\(it pid=(\d+)\)\S* \[it \w+\] epoch", log.read_text())
             return int(found.group(1)) if found else None
 
         pid = wait_for(trial_pid, 180, "the trial's first epoch")
@@ -448,7 +448,7 @@ def test_killed_trial_process_resumes_from_checkpoint(cluster: Cluster, synth_da
         # Tune's report blocks until the driver takes the result: with a second checkpoint on
         # disk, the first is registered
         def saved() -> list[int] | None:
-            epochs = [e for d in runs.glob("it-*") for e in recorded_epochs(d)]
+            epochs = [e for d in runs.glob("it_*") for e in recorded_epochs(d)]
             return epochs or None
 
         epochs = wait_for(saved, 120, "a recorded checkpoint", 0.05)
@@ -461,7 +461,7 @@ def test_killed_trial_process_resumes_from_checkpoint(cluster: Cluster, synth_da
         raise
     text = finish(proc, log)
     # the run kept its own record; a Train run would have left Train's checkpoint snapshot
-    run_dirs = list(runs.glob("it-*"))
+    run_dirs = list(runs.glob("it_*"))
     assert len(run_dirs) == 1 and (run_dirs[0] / RECORD).is_file()
     assert not (run_dirs[0] / "checkpoint_manager_snapshot.json").exists()
     _assert_resumed_and_complete(text, tmp_path / "results" / "it", IN_TRIAL_LONG)
@@ -555,10 +555,10 @@ def test_search_survives_losing_a_node(cluster: Cluster, synth_data, tmp_path) -
         return max(registered_metrics(run_dir), key=lambda m: m["epoch"], default={})
 
     def trial_mid_run_on_the_worker():
-        for run_dir in runs.glob("nl-*"):
+        for run_dir in runs.glob("nl_*"):
             last = latest(run_dir)
             if last.get("node_id") == worker_id and last["epoch"] <= LONG - 10:
-                return run_dir.name.removeprefix("nl-")
+                return run_dir.name.removeprefix("nl_")
         return None
 
     try:
@@ -566,7 +566,7 @@ def test_search_survives_losing_a_node(cluster: Cluster, synth_data, tmp_path) -
         worker.kill()  # the node goes away: its raylet, agents and Train worker
     except AssertionError as exc:
         proc.kill()
-        seen = {d.name: latest(d) for d in runs.glob("nl-*")}
+        seen = {d.name: latest(d) for d in runs.glob("nl_*")}
         raise AssertionError(f"{exc}; worker {worker_id}, latest checkpoints {seen}") from None
     except BaseException:
         proc.kill()
@@ -577,7 +577,7 @@ def test_search_survives_losing_a_node(cluster: Cluster, synth_data, tmp_path) -
     assert len(trials) == 2 and (trials["status"] == "TERMINATED").all(), trials.to_string()
     assert (trials["epochs"] == LONG).all()
     # the trial of the lost node went on from its checkpoint, on the head
-    assert re.search(rf"resumed from \S*/nl-{moved}/checkpoint_\S+ at epoch \d+", text), text
+    assert re.search(rf"resumed from \S*/nl_{moved}/checkpoint_\S+ at epoch \d+", text), text
     history = read_table(tmp_path / "results" / "nl" / "history.csv")
     mine = history[history["trial_id"] == moved].sort_values("epoch")
     assert set(mine["epoch"]) == set(range(1, LONG + 1))
