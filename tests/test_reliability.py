@@ -106,9 +106,11 @@ def test_resume_with_another_config_refused(tmp_path: Path) -> None:
     out = tmp_path / "run"
     prepare_results_dir(out, "msa train", False, False)
     write_yaml(out / "experiment.yaml", {"name": "run", "optim": {"lr": 0.001}})
+    other = parse_experiment({"name": "run", "optim": {"lr": 0.1}})
     with pytest.raises(ConfigError, match="differs from the given config"):
-        prepare_results_dir(out, "msa train", True, False, {"name": "run", "optim": {"lr": 0.1}})
-    prepare_results_dir(out, "msa train", True, False, {"name": "run", "optim": {"lr": 0.001}})
+        prepare_results_dir(out, "msa train", True, False, other)
+    same = parse_experiment({"name": "run", "optim": {"lr": 0.001}})  # defaults fill the rest
+    prepare_results_dir(out, "msa train", True, False, same)
 
 
 def test_msa_train_refuses_existing_results_before_ray(

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
-from msa_model.config import ConfigError, load_yaml
+from msa_model.config import ConfigError
 from workflows.errors import ResultsFolderError
+from workflows.experiment import Experiment, load_experiment
 
 __all__ = ["MARKER", "created_by", "mark_created", "prepare_results_dir", "remove_stored"]
 
@@ -41,16 +41,17 @@ def prepare_results_dir(
     command: str,
     resume: bool,
     overwrite: bool,
-    config: dict[str, Any] | None = None,
+    experiment: Experiment | None = None,
 ) -> None:
     """Make ``out`` ready for a run of ``command``: new, resumed, or replaced.
 
     Args:
         out: The results folder (``<results>/<name>``).
         command: What creates it, recorded in the marker (``"msa train"``).
-        resume: Continue the run ``out`` holds (it must exist, with the same ``config``).
+        resume: Continue the run ``out`` holds (it must exist, with the same experiment).
         overwrite: Delete ``out`` first; only a folder msa created (one with the marker).
-        config: The experiment as ``out/experiment.yaml`` stores it, compared on resume.
+        experiment: Compared on resume with ``out/experiment.yaml`` (both as parsed: keys the
+            schema gained since take their defaults on both sides).
 
     Raises:
         ConfigError: Both flags, ``resume`` without a folder or with another config, or a
@@ -64,7 +65,7 @@ def prepare_results_dir(
         if not exists:
             raise ConfigError(f"--resume: {out} holds no run to resume")
         stored = out / "experiment.yaml"
-        if config is not None and stored.is_file() and load_yaml(stored) != config:
+        if experiment is not None and stored.is_file() and _differs(stored, experiment):
             raise ConfigError(
                 f"--resume: {stored} differs from the given config; resume with the same file"
             )
@@ -82,6 +83,12 @@ def prepare_results_dir(
             )
         shutil.rmtree(out)
     mark_created(out, command)
+
+
+def _differs(stored: Path, experiment: Experiment) -> bool:
+    return load_experiment(stored).to_dict(with_search=False) != experiment.to_dict(
+        with_search=False
+    )
 
 
 def remove_stored(uri: str) -> None:

@@ -37,7 +37,7 @@ def run_train(
     """
     out = results_root / exp.name
     check_data(exp.with_absolute_paths().data)
-    prepare_results_dir(out, "msa train", resume, overwrite, exp.to_dict(with_search=False))
+    prepare_results_dir(out, "msa train", resume, overwrite, exp)
     if overwrite and storage is not None:  # the old run's Train state would be resumed
         remove_stored(f"{storage_root(out, storage, exp.name)}/train")
     dump_experiment(exp, out / "experiment.yaml", with_search=False)
