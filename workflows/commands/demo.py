@@ -26,6 +26,8 @@ SMOKE_OVERRIDES = [
     "train.epochs=2",
     "search.num_samples=2",
     "search.scheduler.grace_period=1",
+    "final.top_k=1",
+    "final.seeds=2",
 ]
 
 

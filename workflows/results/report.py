@@ -53,9 +53,15 @@ def summary_cell(summary: dict[str, Any] | None) -> str:
     if summary is None:
         return ""
     if summary["ci95"] is None:
-        return f"{summary['mean']:.2f}"
+        return _num(summary["mean"])
     low, high = summary["ci95"]
-    return f"{summary['mean']:.2f} ± {summary['std']:.2f} [{low:.2f}, {high:.2f}]"
+    return f"{_num(summary['mean'])} ± {_num(summary['std'])} [{_num(low)}, {_num(high)}]"
+
+
+def _num(value: float) -> str:
+    """Two decimals, never ``-0.00``."""
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
 
 
 def plot_curves(

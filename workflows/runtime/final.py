@@ -26,9 +26,6 @@ from msa_model.config import DataConfig
 from msa_model.constants import METRIC_KEYS
 from workflows.errors import SearchInterrupted
 from workflows.experiment import Experiment, parse_experiment, with_values
-from workflows.results.report import write_report
-from workflows.results.stats import chance_metrics
-from workflows.results.summary import final_summary
 from workflows.results.paths import relative_to_results
 from workflows.results.test_reads import claim_test_read, finish_test_read
 from workflows.results.trials import read_table
@@ -155,6 +152,7 @@ def make_final_driver(
 def _gallery(data: DataConfig) -> dict[str, Any]:
     """Images, captions and chance-level metrics of the val and test splits."""
     from msa_model.pipeline import load_splits
+    from workflows.results.stats import chance_metrics
 
     splits = load_splits(data)
     out = {}
@@ -245,6 +243,11 @@ def run_final(
     same model raises :class:`~workflows.results.test_reads.TestAlreadyRead` unless
     ``reread_test``. Runs an earlier final stage finished (same config and seed) are reused.
     """
+    # here, not at the top: every trial process imports this module (its trainable), and needs
+    # neither scipy nor matplotlib
+    from workflows.results.report import write_report
+    from workflows.results.summary import final_summary
+
     assert exp.search is not None
     final_dir = out / "final"
     final_dir.mkdir(parents=True, exist_ok=True)
