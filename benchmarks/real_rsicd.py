@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     preset = load_yaml(SEARCH_SPACES / "rsicd_lite.yaml")
     preset["data"]["json"] = str(DATA / "dataset.json")
     preset["data"]["images"] = str(DATA / "images")
+    preset["data"]["test_fraction"] = 0.0  # no test read here: train on every non-val image
     if args.epochs:
         preset["train"]["epochs"] = args.epochs
     variants = dict(SUITES[args.suite])

@@ -214,6 +214,8 @@ class DataConfig:
         default_factory=lambda: ["hflip", "vflip", "rot90"]
     )  # train-time augmentation
     val_fraction: float = 0.1  # fraction of train images carved out as val when there is none
+    test_fraction: float = 0.0  # fraction of train images carved out as test when there is none
+    # (after val, from the rest; 0: none)
     split_seed: int = 0  # seed of that carve-out
     sampling: Literal["all_captions", "one_caption"] = "all_captions"  # one sample per caption
     loader_workers: int = 0  # torch DataLoader worker processes
@@ -227,6 +229,12 @@ class DataConfig:
             prefix,
             "val_fraction",
             f"must be in (0, 1), got {self.val_fraction}",
+        )
+        _require(
+            0.0 <= self.test_fraction < 1.0,
+            prefix,
+            "test_fraction",
+            f"must be in [0, 1), got {self.test_fraction}",
         )
         _require(
             len(self.mean) == 3 and len(self.std) == 3,

@@ -24,7 +24,9 @@ def load_splits(cfg: DataConfig, train_on_val: bool = False) -> dict[str, list[I
 
     With ``train_on_val`` the val images join train (the final retraining of a best config).
     """
-    splits = make_splits(read_karpathy(cfg.json), cfg.val_fraction, cfg.split_seed)
+    splits = make_splits(
+        read_karpathy(cfg.json), cfg.val_fraction, cfg.split_seed, cfg.test_fraction
+    )
     if train_on_val:
         splits = {"train": splits["train"] + splits["val"], "val": [], "test": splits["test"]}
     return splits

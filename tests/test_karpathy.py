@@ -147,3 +147,16 @@ def test_top_level_problems(tmp_path: Path) -> None:
         read_karpathy(_write(tmp_path / "b.json", []))
     with pytest.raises(DatasetError, match="nope.json: file not found"):
         read_karpathy(tmp_path / "nope.json")
+
+
+def test_test_split_carved_after_val_only_when_absent(tmp_path: Path) -> None:
+    records = read_karpathy(_write(tmp_path / "d.json", rsitmd_like(n_train=40, n_test=0)))
+    plain = make_splits(records, val_fraction=0.25, seed=3)
+    carved = make_splits(records, val_fraction=0.25, seed=3, test_fraction=0.1)
+    assert carved["val"] == plain["val"]  # the val carve does not depend on the test carve
+    assert len(carved["test"]) == 4 and len(carved["train"]) == 26  # 10% of the 40
+    names = [{r.filename for r in carved[s]} for s in ("train", "val", "test")]
+    assert sum(map(len, names)) == 40 and not (names[0] & names[2] or names[1] & names[2])
+    with_test = read_karpathy(_write(tmp_path / "t.json", rsitmd_like(n_train=40, n_test=6)))
+    kept = make_splits(with_test, val_fraction=0.25, seed=3, test_fraction=0.1)
+    assert kept["test"] == [r for r in with_test if r.split == "test"]  # the file's own test

@@ -141,7 +141,7 @@ def check_data(cfg: DataConfig, require_test: bool = False) -> DatasetReport:
     json_path, image_dir = Path(cfg.json), Path(cfg.images)
     records = read_karpathy(json_path)
     try:
-        by_split = make_splits(records, cfg.val_fraction, cfg.split_seed)
+        by_split = make_splits(records, cfg.val_fraction, cfg.split_seed, cfg.test_fraction)
     except DatasetError as exc:
         raise DatasetError(f"{json_path}: {exc}") from exc
     if require_test and not by_split["test"]:

@@ -164,18 +164,22 @@ def read_karpathy(json_path: str | Path) -> list[ImageRecord]:
 
 
 def make_splits(
-    records: list[ImageRecord], val_fraction: float, seed: int
+    records: list[ImageRecord], val_fraction: float, seed: int, test_fraction: float = 0.0
 ) -> dict[str, list[ImageRecord]]:
-    """Group records by split, carving a validation split out of train when there is none.
+    """Group records by split, carving validation (and test) splits out of train when absent.
 
     When no record has split ``val``, ``round(val_fraction * n_train)`` (at least one) training
     images are drawn, seeded by ``seed``, and moved to ``val``; a caption never crosses splits
-    because whole images move. Test is never touched. Records keep their file order.
+    because whole images move. Then, when ``test_fraction`` > 0 and no record has split
+    ``test``, ``round(test_fraction * n_train)`` of the remaining training images move to
+    ``test`` (seeded by ``seed + 1``; the val carve is the same with or without it). A test
+    split the file has is never touched. Records keep their file order.
 
     Args:
         records: Output of :func:`read_karpathy`.
-        val_fraction: Fraction of training images to carve out, in (0, 1).
-        seed: Seed of the carve-out.
+        val_fraction: Fraction of training images to carve out as val, in (0, 1).
+        seed: Seed of the carve-outs.
+        test_fraction: Fraction of training images to carve out as test, in [0, 1).
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}`` (a split may be empty, except train).
@@ -188,16 +192,25 @@ def make_splits(
     splits: dict[str, list[ImageRecord]] = {name: [] for name in SPLITS}
     for record in records:
         splits[record.split].append(record)
-    if splits["val"]:
-        if not splits["train"]:
-            raise DatasetError("the dataset has no training images")
-        return splits
-    train = splits["train"]
-    if len(train) < 2:
-        raise DatasetError(f"cannot carve a validation split from {len(train)} training "
-                           "image(s); need at least 2")
-    n_val = min(max(1, round(val_fraction * len(train))), len(train) - 1)
-    chosen = set(random.Random(seed).sample(range(len(train)), n_val))
-    splits["train"] = [r for i, r in enumerate(train) if i not in chosen]
-    splits["val"] = [r for i, r in enumerate(train) if i in chosen]
+    if splits["val"] and not splits["train"]:
+        raise DatasetError("the dataset has no training images")
+    n_train = len(splits["train"])
+    if not splits["val"]:
+        splits["train"], splits["val"] = _carve(splits["train"], val_fraction, seed, "validation")
+    if test_fraction > 0 and not splits["test"]:
+        share = test_fraction * n_train / max(1, len(splits["train"]))  # of the images before
+        splits["train"], splits["test"] = _carve(splits["train"], share, seed + 1, "test")
     return splits
+
+
+def _carve(
+    train: list[ImageRecord], fraction: float, seed: int, name: str
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """``round(fraction * len(train))`` images (at least one, never all) drawn out of train."""
+    if len(train) < 2:
+        raise DatasetError(f"cannot carve a {name} split from {len(train)} training "
+                           "image(s); need at least 2")
+    n_out = min(max(1, round(fraction * len(train))), len(train) - 1)
+    chosen = set(random.Random(seed).sample(range(len(train)), n_out))
+    return ([r for i, r in enumerate(train) if i not in chosen],
+            [r for i, r in enumerate(train) if i in chosen])
