@@ -27,12 +27,12 @@ from an untrusted source cannot run code.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-import pickle
 from transformers import PreTrainedTokenizerBase
 
 from msa_model.tokenizer import load_tokenizer
