@@ -199,6 +199,7 @@ def _launch(
         param_space={"run": tune.grid_search(todo)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=at_once,
+            reuse_actors=True,  # a finished run's process starts the next
             trial_name_creator=lambda t: (
                 f"{t.config['run']['label']}_seed{t.config['run']['seed']}"
             ),

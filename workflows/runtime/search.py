@@ -162,6 +162,7 @@ def _tuner(
             metric=running_best_key(search.metric),
             mode=search.mode,
             search_alg=make_searcher(exp, _study(exp, out), more=len(runs) if more else 0),
+            reuse_actors=True,  # a finished trial's process runs the next: no second start-up
             scheduler=make_scheduler(exp),
             num_samples=more or search.num_samples,
             trial_name_creator=lambda trial: trial_run_name(exp.name, trial.trial_id),
