@@ -5,16 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from workflows.commands.options import positive_int
+
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "datasets: synthesise, check or import"
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="data_command", required=True)
     synth = sub.add_parser("synth", help="write the embedded synthetic remote-sensing dataset")
     synth.add_argument("out", type=Path, help="the folder to write (images/ and dataset.json)")
-    synth.add_argument("--images", type=_positive_int, default=1000,
+    synth.add_argument("--images", type=positive_int, default=1000,
                        help="how many images (default: 1000)")
     synth.add_argument("--size", type=int, default=64,
                        help="image side in pixels (default: 64)")

@@ -7,17 +7,12 @@ import os
 from pathlib import Path
 
 from msa_model.config import ConfigError
+from workflows.commands.options import positive_int
 
 __all__ = ["HELP", "add_arguments", "run", "output_path"]
 
 HELP = "best config(s) of a search as YAML, one trial's config, or the winner's weights"
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--top",
-        type=_positive,
+        type=positive_int,
         default=1,
         metavar="K",
         help="the K best configs (the final stage's ranking when it ran; default: 1)",

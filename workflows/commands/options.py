@@ -5,9 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-__all__ = ["add_set", "add_cluster", "SET_HELP"]
+__all__ = ["add_set", "add_cluster", "positive_int", "SET_HELP"]
 
 SET_HELP = "override one dotted key of the experiment, e.g. train.epochs=4 (repeatable)"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def add_set(p: argparse.ArgumentParser) -> None:

@@ -6,6 +6,8 @@ import argparse
 import hashlib
 from pathlib import Path
 
+from workflows.commands.options import positive_int
+
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "cache_dir", "model_tag"]
 
 HELP = "search images by a sentence, or captions by an image, with a trained model"
@@ -16,12 +18,6 @@ DESCRIPTION = (
     "again when its files change); the results are printed and written as an HTML page."
 )
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query", help="with --images: the sentence to search for")
     p.add_argument("--image", type=Path, help="an image file whose captions to find")
     p.add_argument("--captions", type=Path, help="with --image: the candidates, one per line")
-    p.add_argument("--top", type=_positive, default=5, help="how many results (default: 5)")
+    p.add_argument("--top", type=positive_int, default=5, help="how many results (default: 5)")
     p.add_argument(
         "--html",
         type=Path,
