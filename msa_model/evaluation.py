@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
@@ -29,7 +30,17 @@ from msa_model.engine import default_device, encode_captions, encode_images
 from msa_model.metrics import retrieval_metrics
 from msa_model.pipeline import load_splits
 
-__all__ = ["EvalSet", "eval_set", "evaluate", "evaluate_split", "evaluate_checkpoint"]
+__all__ = [
+    "EvalSet",
+    "eval_set",
+    "split_set",
+    "embed_set",
+    "evaluate",
+    "query_examples",
+    "evaluate_split",
+    "evaluate_checkpoint",
+    "read_test_split",
+]
 
 Gather = Callable[[Any], list[Any]]  # every worker's object, in rank order
 
@@ -70,6 +81,21 @@ def evaluate(
     caption from ``rank``) and ``gather`` collects the shards; every worker returns the same
     numbers.
     """
+    images, texts = embed_set(model, data, device, batch_size, amp, rank, world_size, gather)
+    return retrieval_metrics(images, texts, data.caption_image)
+
+
+def embed_set(
+    model: nn.Module,
+    data: EvalSet,
+    device: torch.device,
+    batch_size: int = 256,
+    amp: str = "none",
+    rank: int = 0,
+    world_size: int = 1,
+    gather: Gather | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global embeddings of every image and every caption of ``data`` (see :func:`evaluate`)."""
     image_ids, image_embeds = encode_images(
         model, data.loader(batch_size, list(range(rank, len(data.images), world_size))), device, amp
     )
@@ -84,7 +110,54 @@ def evaluate(
     for ids, embeds, cidx, tembeds in shards:
         images[ids] = embeds
         texts[cidx] = tembeds
-    return retrieval_metrics(images, texts, data.caption_image)
+    return images, texts
+
+
+def query_examples(
+    images: torch.Tensor, texts: torch.Tensor, data: EvalSet, count: int = 3, k: int = 5
+) -> dict[str, list[dict[str, Any]]]:
+    """A few queries with their top ``k`` results, each marked right (a pair) or wrong.
+
+    ``count`` images and ``count`` captions spread evenly over the split (the captions of
+    other images than the image queries): ``image_to_text`` lists each image's best captions,
+    ``text_to_image`` each caption's best images, with the cosine score.
+    """
+    names = [r.filename for r in data.images.records]
+    scores = F.normalize(images, dim=-1) @ F.normalize(texts, dim=-1).T  # (images, captions)
+    owner = data.caption_image.tolist()
+
+    def top(row: torch.Tensor) -> list[tuple[int, float]]:
+        best = row.topk(min(k, row.numel()))
+        return [
+            (i, round(v, 4))
+            for i, v in zip(best.indices.tolist(), best.values.tolist(), strict=True)
+        ]
+
+    def spread(n: int) -> list[int]:
+        return torch.linspace(0, n - 1, count).round().long().unique().tolist()
+
+    picks = spread(len(names))
+    to_text = [
+        {"image": names[i], "hits": [{"caption": data.captions[j], "right": owner[j] == i,
+                                      "score": v} for j, v in top(scores[i])]}
+        for i in picks
+    ]  # fmt: skip
+    others = [j for j in range(len(owner)) if owner[j] not in picks] or list(range(len(owner)))
+    to_image = [
+        {"caption": data.captions[j], "image": names[owner[j]],
+         "hits": [{"image": names[i], "right": i == owner[j], "score": v}
+                  for i, v in top(scores[:, j])]}
+        for j in (others[q] for q in spread(len(others)))
+    ]  # fmt: skip
+    return {"image_to_text": to_text, "text_to_image": to_image}
+
+
+def split_set(data: DataConfig, split: str) -> EvalSet:
+    """The retrieval view of one split of ``data`` (val and test carved as in training)."""
+    records = load_splits(data)[split]
+    if not records:
+        raise ValueError(f"split {split!r} of {data.json} is empty")
+    return eval_set(records, data, ImageStore.from_config(data))
 
 
 def evaluate_split(
@@ -94,12 +167,8 @@ def evaluate_split(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """Retrieval metrics of ``model`` on one split of ``data`` (val carved as in training)."""
-    records = load_splits(data)[split]
-    if not records:
-        raise ValueError(f"split {split!r} of {data.json} is empty")
-    view = eval_set(records, data, ImageStore.from_config(data))
-    return evaluate(model, view, torch.device(device), batch_size)
+    """Retrieval metrics of ``model`` on one split of ``data``."""
+    return evaluate(model, split_set(data, split), torch.device(device), batch_size)
 
 
 def evaluate_checkpoint(
@@ -116,10 +185,35 @@ def evaluate_checkpoint(
         data: The data to evaluate on (default: the checkpoint's own ``data`` section).
         device: Default: CUDA when available.
     """
+    model, data, batch, device = _restored(directory, data, device)
+    return {split: evaluate_split(model, data, split, batch, device) for split in splits}
+
+
+def read_test_split(
+    directory: str | Path,
+    data: DataConfig | dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
+    examples: int = 3,
+) -> tuple[dict[str, float], dict[str, list[dict[str, Any]]]]:
+    """A checkpoint's test metrics and ``examples`` queries each way (:func:`query_examples`),
+    from one encoding of the test split (the final stage's single read)."""
+    model, data, batch, device = _restored(directory, data, device)
+    view = split_set(data, "test")
+    images, texts = embed_set(model, view, device, batch)
+    metrics = retrieval_metrics(images, texts, view.caption_image)
+    return metrics, query_examples(images, texts, view, examples)
+
+
+def _restored(
+    directory: str | Path,
+    data: DataConfig | dict[str, Any] | None,
+    device: str | torch.device | None,
+) -> tuple[nn.Module, DataConfig, int, torch.device]:
+    """The checkpoint's model on ``device``, the data to evaluate and the eval batch size."""
     device = torch.device(device) if device is not None else default_device()
     model, meta = restore_model(directory, device)
     experiment = meta["experiment"]
     if not isinstance(data, DataConfig):
         data = from_dict(DataConfig, data if data is not None else experiment["data"], "data")
     batch = int(experiment.get("train", {}).get("eval_batch_size", 256))
-    return {split: evaluate_split(model, data, split, batch, device) for split in splits}
+    return model, data, batch, device

@@ -142,7 +142,13 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float = 400) -> str:
 
 
 def search_experiment(
-    data: Path, name: str, epochs: int, samples: int, launcher: str = "auto", **search
+    data: Path,
+    name: str,
+    epochs: int,
+    samples: int,
+    launcher: str = "auto",
+    final: bool = True,
+    **search,
 ) -> dict:
     exp = tiny_experiment(
         data,
@@ -154,7 +160,7 @@ def search_experiment(
             "space": {"loss.lambda_mscma": {"loguniform": [1.0, 30.0]}},
             **search,
         },
-        final={"enabled": True, "top_k": 1, "seeds": 1},  # one retraining of best and baseline
+        final={"enabled": final, "top_k": 1, "seeds": 1},  # one retraining of best and baseline
     )
     exp["train"].update(epochs=epochs, max_failures=1, trial_launcher=launcher)
     return exp
@@ -359,6 +365,7 @@ def test_resume_without_a_search_is_a_clear_error(synth_data: Path, tmp_path: Pa
 # --- a cluster of two nodes -------------------------------------------------------------------
 
 
+@pytest.mark.slow  # pytest -m slow: in the extended run, not the default suite
 def test_submit_job_runs_trials_on_both_nodes(cluster: Cluster, synth_data: Path, tmp_path):
     cluster.two_nodes()
     cluster.no_train_workers()
@@ -410,6 +417,7 @@ def test_plain_ray_job_submit(cluster: Cluster, synth_data: Path, tmp_path: Path
     assert len(trials) == 1 and trials["status"].iloc[0] == "TERMINATED"
 
 
+@pytest.mark.slow  # pytest -m slow: in the extended run, not the default suite
 def test_killed_train_worker_resumes_from_checkpoint(cluster: Cluster, synth_data, tmp_path):
     cluster.two_nodes()
     cluster.no_train_workers()
@@ -432,7 +440,7 @@ def test_killed_train_worker_resumes_from_checkpoint(cluster: Cluster, synth_dat
 def test_killed_trial_process_resumes_from_checkpoint(cluster: Cluster, synth_data, tmp_path):
     """A one-worker trial trains in its Tune process; Tune restarts it from its checkpoint."""
     cluster.no_train_workers()
-    exp = search_experiment(synth_data, "it", epochs=IN_TRIAL_LONG, samples=1)
+    exp = search_experiment(synth_data, "it", epochs=IN_TRIAL_LONG, samples=1, final=False)
     write_yaml(tmp_path / "it.yaml", exp)
     log = tmp_path / "it.log"
     proc = start_msa("tune", "it.yaml", "--address", cluster.address, cwd=tmp_path, log=log)
@@ -476,13 +484,16 @@ def _assert_resumed_and_complete(text: str, out: Path, epochs: int) -> None:
     assert set(history["epoch"]) == set(range(1, epochs + 1))
 
 
-@pytest.mark.parametrize("launcher", ["torch_trainer", "auto"])
+@pytest.mark.parametrize(
+    "launcher", [pytest.param("torch_trainer", marks=pytest.mark.slow), "auto"]
+)
 def test_resume_after_the_driver_is_killed(
     cluster: Cluster, synth_data, tmp_path, launcher: str
 ) -> None:
     cluster.no_train_workers()
     long = EPOCHS[launcher]
-    exp = search_experiment(synth_data, "res", long, 2, launcher, max_concurrent_trials=1)
+    # no final stage: 2 x 200 more epochs; test_faults' Ctrl-C test resumes into one
+    exp = search_experiment(synth_data, "res", long, 2, launcher, False, max_concurrent_trials=1)
     write_yaml(tmp_path / "res.yaml", exp)
     out = tmp_path / "results" / "res"
     tune_dir = out / "ray" / "tune"
@@ -538,9 +549,10 @@ def test_resume_after_the_driver_is_killed(
     history = read_table(out / "history.csv")
     for trial_id in trials["trial_id"]:
         assert set(history.loc[history["trial_id"] == trial_id, "epoch"]) == set(range(1, long + 1))
-    assert (out / "final" / "metrics.json").is_file()
+    assert (out / "best_config.yaml").is_file() and not (out / "final").exists()
 
 
+@pytest.mark.slow  # pytest -m slow: in the extended run, not the default suite
 def test_search_survives_losing_a_node(cluster: Cluster, synth_data, tmp_path) -> None:
     worker = cluster.two_nodes()
     cluster.no_train_workers()

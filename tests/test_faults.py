@@ -143,7 +143,8 @@ def test_dashboard_port_taken_while_ray_starts_is_retried(
     fake.socket, fake.error = Unchecked, socket.error
     monkeypatch.setattr(services, "socket", fake)
     monkeypatch.setattr(ray_constants, "RAY_DASHBOARD_STARTUP_TIMEOUT_S", 30)  # Ray: 60 s
-    monkeypatch.setenv("HOME", str(tmp_path))  # the token goes to a fresh ~/.ray
+    # ~/.ray/auth_token stays where it is: Ray caches a token per process, so a new HOME here
+    # would give the new cluster a token this process's earlier clusters never sent
     for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
         monkeypatch.delenv(key, raising=False)
     try:

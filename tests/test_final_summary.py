@@ -96,6 +96,13 @@ def test_report_and_export_read_the_winner(tmp_path: Path) -> None:
     )
     (out / "trials.csv").write_text(table)
     final = _final()
+    final["winner"]["seeds"][0]["examples"] = {
+        "image_to_text": [{"image": "x.png", "hits": [
+            {"caption": "a port", "right": True, "score": 0.91},
+            {"caption": "a farm", "right": False, "score": 0.5}]}],
+        "text_to_image": [{"caption": "a farm", "image": "y.png", "hits": [
+            {"image": "x.png", "right": False, "score": 0.5}]}],
+    }  # fmt: skip
     (out / "final" / "metrics.json").write_text(json.dumps(final))
     (best,) = export_best(out)
     assert yaml.safe_load(best.read_text())["loss"]["margin"] == 0.4  # rank2, the winner
@@ -127,5 +134,10 @@ def test_report_and_export_read_the_winner(tmp_path: Path) -> None:
     assert "**better than the baseline (CI excludes 0)**" in report
     assert "validation 100 images / 500 captions (chance mr 5.00)" in report
     assert "| rank2 | 3 | 65.00 ± 1.00 [62.52, 67.48] |" in report
+    examples = report.split("## Example queries on the test split (winner, seed 1)")[1]
+    assert "**Image `x.png`**, its best captions:\n\n1. ✓ a port (0.910)\n2. ✗ a farm (0.500)" in (
+        examples
+    )
+    assert '**Caption** "a farm" (of `y.png`), its best images:\n\n1. ✗ `x.png` (0.500)' in examples
     for png in ("val_curves.png", "final.png", "importances.png", "slices.png", "history.png"):
         assert (out / "final" / png).is_file(), png

@@ -110,3 +110,29 @@ def test_count_in_column_blocks():
     sims = torch.tensor([[0.1, 0.5, 0.5, 0.9, 0.2, 0.7, 0.5], [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]])
     counts = _count_ge(sims.clone(), torch.tensor([[0.5], [1.0]]), block=3)
     assert counts.tolist() == [5, 4]
+
+
+def test_query_examples_mark_pairs_right_and_others_wrong() -> None:
+    from msa_model.data import EvalImages, ImageRecord
+    from msa_model.evaluation import EvalSet, query_examples
+
+    e = torch.eye(3)
+    records = [ImageRecord(f"{n}.png", "test", (f"{n}a", f"{n}b")) for n in "xyz"]
+    data = EvalSet(EvalImages(records, None, None), ["xa", "xb", "ya", "yb", "za", "zb"],
+                   torch.tensor([0, 0, 1, 1, 2, 2]))  # fmt: skip
+    # cosines by hand: zb (image z's) is nearest to x (3/sqrt(10) = 0.9487)
+    texts = torch.stack(
+        [e[0], e[0] + e[1], e[1], 2 * e[1] + e[2], e[0] + 2 * e[2], 3 * e[0] + e[2]]
+    )
+    got = query_examples(e, texts, data, count=2, k=2)
+    x, z = got["image_to_text"]  # images spread over the split: the first and the last
+    assert x["image"] == "x.png"
+    assert x["hits"] == [{"caption": "xa", "right": True, "score": 1.0},
+                         {"caption": "zb", "right": False, "score": 0.9487}]  # fmt: skip
+    assert z["hits"] == [{"caption": "za", "right": True, "score": 0.8944},
+                         {"caption": "yb", "right": False, "score": 0.4472}]  # fmt: skip
+    # caption queries: those of the images not queried above (y's)
+    assert [q["caption"] for q in got["text_to_image"]] == ["ya", "yb"]
+    assert got["text_to_image"][1] == {"caption": "yb", "image": "y.png", "hits": [
+        {"image": "y.png", "right": True, "score": 0.8944},
+        {"image": "z.png", "right": False, "score": 0.4472}]}  # fmt: skip

@@ -116,6 +116,18 @@ def test_progress_table_shows_searched_values_and_the_metric_only() -> None:
     assert max(len(line) for line in table.splitlines()) <= 150  # Ray's own: ~260
 
 
+def test_progress_table_prints_a_choice_whole() -> None:
+    from ray.tune.progress_reporter import _get_trial_info
+
+    exp = load_experiment(SEARCH_SPACES / "rsicd_lite.yaml")  # global_loss: 15 characters
+    reporter = progress_reporter(exp)
+    config = {d.key: d.extremes()[0] for d in exp.space}
+    trial = Trial("rsicd_lite", config=config, trial_id="1e540e59", stub=True)
+    row = _get_trial_info(trial, list(reporter._parameter_columns), [],
+                          max_column_length=reporter._max_column_length)  # fmt: skip
+    assert "triplet_hardest" in row  # not cut to Ray's triplet_e2b0
+
+
 class _Lines(LoopSession):
     def __init__(self) -> None:
         super().__init__(device="cpu")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -52,9 +55,62 @@ def tuned(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     exp["model"]["image"]["num_scales"] = 1
     exp["train"]["max_failures"] = 0
     write_yaml(work / "tiny.yaml", exp)
-    proc = msa("tune", "tiny.yaml", "--num-cpus", "2", cwd=work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = work / "tune.log"
+    with log.open("w") as out:  # the search runs while the test reads its Ray dashboard
+        proc = subprocess.Popen([sys.executable, "-m", "workflows", "tune", "tiny.yaml",
+                                 "--num-cpus", "2"], cwd=work, stdout=out, stderr=out,
+                                env={**os.environ, "RAY_DEDUP_LOGS": "0"})  # fmt: skip
+        seen = _watch_dashboard(proc, log, "tiny")
+    (work / "dashboard.json").write_text(json.dumps(seen))
+    assert proc.returncode == 0, log.read_text()[-3000:]
     return work
+
+
+def _watch_dashboard(proc: subprocess.Popen, log: Path, name: str) -> dict[str, list[str]]:
+    """Until ``proc`` ends: the trials its Ray dashboard shows, as a user finds them there.
+
+    Through the dashboard's HTTP API (State API actors, then each actor's log, with the
+    cluster's token): every trial id named by a progress line ``[<name> <id>] epoch ...``,
+    with the lines found for it.
+    """
+    seen: dict[str, list[str]] = {}
+    url = None
+    while proc.poll() is None:
+        time.sleep(2)
+        url = url or next(iter(re.findall(r"Ray dashboard: (http\S+)", log.read_text())), None)
+        if url is None:
+            continue
+        try:
+            actors = _dashboard_get(url, "/api/v0/actors?detail=true&limit=1000")
+            for actor in json.loads(actors)["data"]["result"]["result"]:
+                text = _dashboard_get(url, f"/api/v0/logs/file?actor_id={actor['actor_id']}"
+                                      "&suffix=out&lines=100000")  # fmt: skip
+                for trial, line in re.findall(rf"\[{name} (\w{{8}})\] (epoch .*)", text):
+                    seen[trial] = sorted({*seen.get(trial, []), line})
+        except (OSError, ValueError, KeyError):  # starting up, or shutting down
+            continue
+    return seen
+
+
+def _dashboard_get(url: str, path: str) -> str:
+    """GET from the dashboard with ``~/.ray/auth_token`` (the log API's leading 1 dropped)."""
+    token = Path.home() / ".ray" / "auth_token"
+    headers = {"Authorization": f"Bearer {token.read_text().strip()}"} if token.exists() else {}
+    request = urllib.request.Request(url + path, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+    return body[1:].decode() if path.startswith("/api/v0/logs/") else body.decode()
+
+
+def test_dashboard_shows_each_trial_by_name(tuned: Path) -> None:
+    """Each trial that trained is found in the Ray dashboard during the search by its name,
+    with its progress (every epoch's line in its actor's log)."""
+    seen = json.loads((tuned / "dashboard.json").read_text())
+    trials = read_table(tuned / "results" / "tiny" / "trials.csv")
+    trained = trials.loc[trials["status"] == "TERMINATED", "trial_id"].tolist()
+    assert trained and set(trained) <= set(seen), (trained, seen)
+    for trial in trained:
+        assert [line.split(" ")[1] for line in seen[trial]] == ["1/2", "2/2"], seen[trial]
 
 
 def test_tune_writes_consistent_results(tuned: Path) -> None:
@@ -158,8 +214,8 @@ def test_export_then_train_reproduces_trial(tuned: Path) -> None:
     winner = json.loads((out / "final" / "metrics.json").read_text())["winner"]
     history = read_table(out / "history.csv")
     trial = history[history["trial_id"] == winner["trial_id"]].sort_values("epoch")
-    rerun = read_table(tuned / "results" / "tiny_best" / "history.csv").sort_values("epoch")
-    assert list(rerun["epoch"]) == list(trial["epoch"])
+    rerun = read_table(tuned / "results" / "tiny_best" / "history.csv")
+    assert list(rerun["epoch"]) == list(trial["epoch"]) == [1, 2]  # every epoch, in order
     for key in ["train_loss", *[f"val_{k}" for k in KEYS]]:
         assert rerun[key].to_numpy() == pytest.approx(trial[key].to_numpy(), abs=1e-4), key
     summary = json.loads((tuned / "results" / "tiny_best" / "metrics.json").read_text())

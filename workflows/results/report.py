@@ -227,6 +227,32 @@ def _gallery_line(final: dict[str, Any]) -> str:
     )
 
 
+def _example_lines(winner: dict[str, Any]) -> list[str]:
+    """The winner's first run's test queries: top-5 captions per image, top-5 images per
+    caption, each marked right (a pair of the split) or wrong."""
+    run = next((r for r in winner["seeds"] if r.get("examples")), None)
+    if run is None:
+        return []
+    mark = {True: "✓", False: "✗"}
+    lines = [
+        f"## Example queries on the test split (winner, seed {run['seed']})",
+        "",
+        "✓: a pair of the split; ✗: another image's caption or image. Scores are cosines.",
+        "",
+    ]
+    for query in run["examples"]["image_to_text"]:
+        lines += [f"**Image `{query['image']}`**, its best captions:", ""]
+        lines += [f"{n}. {mark[h['right']]} {h['caption']} ({h['score']:.3f})"
+                  for n, h in enumerate(query["hits"], 1)]  # fmt: skip
+        lines.append("")
+    for query in run["examples"]["text_to_image"]:
+        lines += [f'**Caption** "{query["caption"]}" (of `{query["image"]}`), its best images:']
+        lines += [""] + [f"{n}. {mark[h['right']]} `{h['image']}` ({h['score']:.3f})"
+                         for n, h in enumerate(query["hits"], 1)]  # fmt: skip
+        lines.append("")
+    return lines
+
+
 def write_report(
     final_dir: Path,
     *,
@@ -294,6 +320,7 @@ def write_report(
         "",
         _runs_table(final),
         "",
+        *_example_lines(winner),
         "## The search",
         "",
         "![validation curves](val_curves.png)",

@@ -40,17 +40,17 @@ from workflows.runtime.trainable import (
     trial_retries,
 )
 
-__all__ = ["evaluate_stored", "pick_candidates", "final_seeds", "make_final_driver", "run_final"]
+__all__ = ["test_stored", "pick_candidates", "final_seeds", "make_final_driver", "run_final"]
 
 RUNS_DIR = "final_runs"  # under the storage root: each run's checkpoints
 
 
-def evaluate_stored(checkpoint: str, data: DataConfig, splits: list[str]) -> dict[str, dict]:
-    """:func:`msa_model.evaluation.evaluate_checkpoint` of a local path or a storage URI."""
-    from msa_model.evaluation import evaluate_checkpoint
+def test_stored(checkpoint: str, data: DataConfig) -> tuple[dict[str, float], dict[str, list]]:
+    """:func:`msa_model.evaluation.read_test_split` of a local path or a storage URI."""
+    from msa_model.evaluation import read_test_split
 
     with ray.train.Checkpoint(checkpoint).as_directory() as local:
-        return evaluate_checkpoint(local, splits, data)
+        return read_test_split(local, data)
 
 
 def pick_candidates(table: pd.DataFrame, exp: Experiment) -> list[dict[str, Any]]:
@@ -133,12 +133,13 @@ def make_final_driver(
                 raise RuntimeError(f"final run {run['run']}: no checkpoint was written")
             with ray.train.Checkpoint(best).as_directory() as local:
                 tested = read_checkpoint_meta(local)["metrics"]
-            scores = evaluate_stored(best, exp.data, ["test"])["test"]
+            scores, examples = test_stored(best, exp.data)
             tune.report(
                 {
                     "final_epoch": int(tested["epoch"]),
                     **{k: tested[k] for k in tested if k.startswith("val_")},
                     **{f"test_{k}": v for k, v in scores.items()},
+                    "test_examples": json.dumps(examples),
                     "checkpoint": best,
                 }
             )
@@ -229,6 +230,7 @@ def _launch(
                 "epoch": int(last["final_epoch"]),
                 "val": val or None,
                 "test": {k: float(last[f"test_{k}"]) for k in METRIC_KEYS},
+                "examples": json.loads(last.get("test_examples", "{}")),
             }
         )
     return done

@@ -17,7 +17,7 @@ from workflows.results.trials import TrialRecord
 from workflows.runtime.checkpoints import RECORD
 from workflows.runtime.trainable import trial_run_name
 
-__all__ = ["collect_records", "error_summary", "unfinished_trials"]
+__all__ = ["checkpoint_history", "collect_records", "error_summary", "unfinished_trials"]
 
 
 def error_summary(error: BaseException) -> str:
@@ -43,14 +43,14 @@ def _run_record(run_dir: str) -> pd.DataFrame:
     if not entries:
         return pd.DataFrame()
     latest = max(entries, key=lambda e: e["epoch"])
-    history = pd.DataFrame(_checkpoint_history(f"{run_dir.rstrip('/')}/{latest['name']}"))
+    history = pd.DataFrame(checkpoint_history(f"{run_dir.rstrip('/')}/{latest['name']}"))
     if history.empty or "epoch" not in history:
         return pd.DataFrame()
     kept = {int(e["epoch"]): f"{run_dir.rstrip('/')}/{e['name']}" for e in entries}
     return history.assign(checkpoint_path=history["epoch"].map(kept))
 
 
-def _checkpoint_history(path: str) -> list[dict]:
+def checkpoint_history(path: str) -> list[dict]:
     """The history in a checkpoint's meta; empty when the checkpoint is gone."""
     try:
         with ray.train.Checkpoint(path).as_directory() as local:
@@ -76,7 +76,7 @@ def _with_missing_epochs(history: pd.DataFrame, run_dir: str | None = None) -> p
     recorded = _run_record(run_dir) if run_dir is not None else pd.DataFrame()
     if recorded.empty and "checkpoint_path" in history:
         for path in reversed(history["checkpoint_path"].dropna().tolist()):
-            recorded = pd.DataFrame(_checkpoint_history(path))
+            recorded = pd.DataFrame(checkpoint_history(path))
             if not recorded.empty:
                 break
     if recorded.empty or "epoch" not in recorded:

@@ -13,7 +13,7 @@ from workflows.runtime.session import running_best_key
 
 __all__ = ["abbreviate", "progress_reporter", "reporter_output"]
 
-WIDTH = 12  # characters per column (longer headers wrap, longer values are cut)
+WIDTH = 12  # characters per column at least (longer headers wrap)
 EVERY_S = 30  # at most one table per this many seconds
 
 
@@ -46,6 +46,10 @@ def progress_reporter(exp: Experiment) -> CLIReporter:
     """A table of trial, status, node, searched values (abbreviated), epoch, metric and best."""
     assert exp.search is not None
     metric = exp.search.metric
+    # Ray cuts a longer value to width-5 characters plus an address (``triplet_e2b0``): the
+    # columns are as wide as the longest choice
+    choices = [str(c) for d in exp.space if d.kind == "choice" for c in d.args]
+    width = max([WIDTH, *map(len, choices)])
     return CLIReporter(
         parameter_columns=abbreviate([d.key for d in exp.space]),
         metric_columns={
@@ -53,7 +57,7 @@ def progress_reporter(exp: Experiment) -> CLIReporter:
             metric: metric.removeprefix("val_"),
             running_best_key(metric): "best",
         },
-        max_column_length=WIDTH,
+        max_column_length=width,
         max_report_frequency=EVERY_S,
         sort_by_metric=True,  # by the Tuner's metric (the best so far) and mode
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from msa_model.constants import DEFAULT_METRIC, DEFAULT_MODE, better
 from msa_model.data import check_data
 from workflows.experiment import Experiment, dump_experiment
@@ -12,6 +14,7 @@ from workflows.results.folders import prepare_results_dir, remove_stored
 from workflows.results.paths import relative_to_results
 from workflows.runtime.cluster import connect
 from workflows.runtime.launch import make_trainer, storage_root
+from workflows.runtime.records import checkpoint_history
 from workflows.runtime.tensorboard import TrainTensorBoard
 
 __all__ = ["run_train"]
@@ -53,7 +56,9 @@ def run_train(
         callbacks=[TrainTensorBoard((out / "tensorboard" / "train").resolve())],
     )
     result = trainer.fit()
-    history = result.metrics_dataframe
+    # every epoch, oldest first, from the run's own record (Ray's frame has the kept ones only)
+    recorded = checkpoint_history(result.checkpoint.path) if result.checkpoint else []
+    history = pd.DataFrame(recorded) if recorded else result.metrics_dataframe
     history.to_csv(out / "history.csv", index=False)
     best_metrics, best_path = result.metrics, result.checkpoint.path if result.checkpoint else None
     if result.best_checkpoints and metric in history:
