@@ -53,7 +53,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_tensorboard_hint_names_the_extra_when_missing(tmp_path: Path) -> None:
-    from workflows.commands.demo import tensorboard_hint
+    from workflows.results.outcome import tensorboard_hint
 
     logdir = tmp_path / "tensorboard"
     assert tensorboard_hint(logdir, installed=True) == f"tensorboard --logdir {logdir}"

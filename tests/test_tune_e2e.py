@@ -115,6 +115,11 @@ def test_dashboard_shows_each_trial_by_name(tuned: Path) -> None:
 
 def test_tune_writes_consistent_results(tuned: Path) -> None:
     out = tuned / "results" / "tiny"
+    final = json.loads((out / "final" / "metrics.json").read_text())
+    printed = (tuned / "tune.log").read_text()  # its end: the final stage and where to look
+    assert f"[msa] winner {final['winner']['label']} (search trial " in printed
+    assert "[msa] report: results/tiny/final/report.md" in printed
+    assert "[msa] best config: results/tiny/best_config.yaml" in printed
     for name in (
         "experiment.yaml",
         "trials.csv",

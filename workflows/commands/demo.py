@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import shutil
 import time
 from pathlib import Path
@@ -14,8 +12,9 @@ from workflows.commands.options import add_cluster, add_set
 from workflows.errors import ResultsFolderError
 from workflows.experiment import SEARCH_SPACES, apply_overrides, parse_experiment
 from workflows.results.folders import created_by, mark_created
+from workflows.results.outcome import print_outcome
 
-__all__ = ["HELP", "add_arguments", "run", "run_demo", "tensorboard_hint", "SMOKE_OVERRIDES"]
+__all__ = ["HELP", "add_arguments", "run", "run_demo", "SMOKE_OVERRIDES"]
 
 HELP = "the whole pipeline on the embedded default, offline"
 DEMO_IMAGES = 1000
@@ -81,38 +80,6 @@ def run_demo(
         )
         write_synthetic_dataset(Path(exp.data.json).parent, images, exp.data.image_size, 0)
     run_tune(exp, results_root=results_root, address=address, storage=storage, num_cpus=num_cpus)
-    _print_final(json.loads((out / "final" / "metrics.json").read_text()))
-    print(f"\n[msa] report: {out / 'final' / 'report.md'}; best config: {out / 'best_config.yaml'}")
-    print(f"[msa] TensorBoard: {tensorboard_hint(out / 'tensorboard')}")
+    print_outcome(out)
     print(f"[msa] demo finished in {time.perf_counter() - began:.0f} s")
     return out
-
-
-def tensorboard_hint(logdir: Path, installed: bool | None = None) -> str:
-    """How to open the runs: ``tensorboard --logdir``, after installing it when it is missing."""
-    if installed is None:
-        installed = importlib.util.find_spec("tensorboard") is not None
-    command = f"tensorboard --logdir {logdir}"
-    return command if installed else f'pip install -e ".[tensorboard]" (once), then {command}'
-
-
-def _print_final(final: dict) -> None:
-    """The final stage in a few lines: each candidate's mR over seeds, winner vs baseline."""
-    from workflows.results.report import summary_cell
-
-    key, winner = final["metric"].removeprefix("val_"), final["winner"]
-    print(
-        f"\n[msa] winner {winner['label']} (search trial {winner['trial_id']}): {winner['params']}"
-    )
-    print(
-        f"[msa] {key}, mean ± std [95% CI] over seeds {final['seeds']}, {final['epochs']} epochs:"
-    )
-    for cand in final["candidates"]:
-        cells = [
-            f"{split} {summary_cell((cand[split] or {}).get(key))}" for split in ("val", "test")
-        ]
-        print(f"  {cand['label']:9s} " + "   ".join(cells))
-    for split in ("val", "test"):
-        diff = final["comparison"].get(split)
-        if diff:
-            print(f"[msa] {split}: winner - baseline {summary_cell(diff[key])}: {diff['verdict']}")

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         from workflows.runtime.search import run_tune
 
-        run_tune(
+        out = run_tune(
             exp,
             results_root=args.results,
             address=args.address,
@@ -55,4 +55,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:  # outside Tune's own handling (starting Ray, writing the tables)
         raise SearchInterrupted("interrupted: rerun with --resume to continue") from None
+    from workflows.results.outcome import print_outcome
+
+    print_outcome(out)
     return 0
