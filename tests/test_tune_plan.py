@@ -92,9 +92,14 @@ def test_run_checkpoints_keep_the_best_and_the_latest(tmp_path) -> None:
     assert [e["epoch"] for e in lowest.entries] == [2, 3]  # NaN never ranks as best
 
 
-def test_collapsed_trials_are_stopped_only_when_asked() -> None:
-    from workflows.runtime.search import stop_collapsed
+def test_collapsed_trials_are_stopped_once_they_stop_improving() -> None:
+    from workflows.runtime.search import CollapsedStopper
 
-    assert stop_collapsed("t1", {"epoch": 3, "collapsed": 1.0}) is True
-    assert stop_collapsed("t1", {"epoch": 3, "collapsed": 0.0}) is False
-    assert stop_collapsed("t1", {"epoch": 3}) is False  # a report without the verdict
+    stop = CollapsedStopper("val_mr", patience=2)
+    # t1 collapsed from epoch 2 but its ranking still improves: it goes on until 2 flat epochs
+    reports = [(10.0, 0.0), (12.0, 1.0), (14.0, 1.0), (14.0, 1.0), (14.0, 1.0)]
+    stopped = [stop("t1", {"val_mr_best": best, "collapsed": c}) for best, c in reports]
+    assert stopped == [False, False, False, False, True]
+    # t2 flat but healthy: never stopped; a report without the verdict never stops
+    assert not any(stop("t2", {"val_mr_best": 5.0, "collapsed": 0.0}) for _ in range(4))
+    assert stop("t3", {"epoch": 3}) is False and stop.stop_all() is False
