@@ -21,7 +21,6 @@ def test_one_worker_trains_in_the_trial_unless_asked_for_a_torch_trainer() -> No
     assert trains_in_trial(_exp())
     assert not trains_in_trial(_exp(num_workers=2))
     assert not trains_in_trial(_exp(trial_launcher="torch_trainer"))
-    assert not trains_in_trial(_exp(use_gpu=True))  # a GPU trial shows in the Train view
 
 
 @pytest.mark.parametrize(

@@ -57,9 +57,9 @@ class TrainConfig:
     max_failures: int = 1  # restarts of a crashed run from its last checkpoint
     torch_threads: int | None = None  # torch intra-op threads per worker (None: cpus_per_worker)
     # how a Tune trial with one worker trains: "auto" runs the loop in the trial's own process
-    # on CPU (no Train controller and worker actors to start: less start-up per trial) and
-    # through a TorchTrainer with a GPU; "torch_trainer" always through a Ray Train TorchTrainer,
-    # like several workers (DDP) always do; `msa train` always uses a TorchTrainer
+    # (no Train controller and worker actors to start: less start-up per trial), "torch_trainer"
+    # through a Ray Train TorchTrainer like several workers (DDP) always do; `msa train` always
+    # uses a TorchTrainer
     trial_launcher: Literal["auto", "torch_trainer"] = "auto"
 
     def threads(self) -> int:

@@ -28,15 +28,8 @@ def trial_run_name(name: str, trial_id: str) -> str:
 
 
 def trains_in_trial(exp: Experiment) -> bool:
-    """Whether each trial trains in its own process instead of through a TorchTrainer.
-
-    ``auto`` trains in the trial with one CPU worker: Ray Train's start-up (a controller, a
-    placement group, a worker) costs a tiny CPU trial most of its time. A GPU trial gets the
-    TorchTrainer: its start-up is small against a GPU epoch, and the run then shows in the
-    dashboard's Train view with its worker, logs and Train's own failure handling.
-    """
-    train = exp.train
-    return train.trial_launcher == "auto" and train.num_workers == 1 and not train.use_gpu
+    """Whether each trial trains in its own process instead of through a TorchTrainer."""
+    return exp.train.trial_launcher == "auto" and exp.train.num_workers == 1
 
 
 def train_run(
