@@ -128,7 +128,7 @@ class SearchConfig:
     searcher: SearcherConfig = field(default_factory=SearcherConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)  # the start_with_config trial
     max_trial_failures: int = 0  # Tune-level retries of a failed trial
-    stop_collapsed: bool = False  # end a collapsed trial (msa_model.collapse) once it stops improving
+    stop_collapsed: bool = False  # end a collapsed trial (msa_model.collapse) once it stalls
     # Optuna storage URL of the study (e.g. postgresql://... on a cluster); None:
     # sqlite:///results/<name>/optuna.db
     storage: str | None = None
