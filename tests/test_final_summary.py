@@ -141,3 +141,26 @@ def test_report_and_export_read_the_winner(tmp_path: Path) -> None:
     assert '**Caption** "a farm" (of `y.png`), its best images:\n\n1. ✗ `x.png` (0.500)' in examples
     for png in ("val_curves.png", "final.png", "importances.png", "slices.png", "history.png"):
         assert (out / "final" / png).is_file(), png
+
+
+def test_study_plot_axes_tick_integers_and_plain_log_values() -> None:
+    import matplotlib.pyplot as plt
+
+    from workflows.experiment.space import Distribution
+    from workflows.results.study_plots import integer_keys, readable_axes
+
+    space = [Distribution("model.image.num_scales", "choice", (1, 2, 3, 4)),
+             Distribution("loss.lambda_mscma", "loguniform", (0.1, 30.0))]  # fmt: skip
+    assert integer_keys(space) == {"model.image.num_scales"}
+    fig, (scales, weight) = plt.subplots(1, 2)
+    scales.plot([1, 2], [3.0, 5.0])
+    scales.set_xlabel("model.image.num_scales")
+    weight.plot([0.1, 3.0, 30.0], [1.0, 2.0, 3.0])
+    weight.set_xscale("log")
+    readable_axes(fig, integer_keys(space))
+    fig.canvas.draw()
+    ticks = [t for t in scales.get_xticks() if 1 <= t <= 2]
+    assert ticks and all(t == int(t) for t in ticks)  # Matplotlib alone: 1.0, 1.25, 1.5, ...
+    labels = [t.get_text() for t in weight.get_xticklabels() if t.get_text()]
+    assert {"0.2", "1", "5", "10"} <= set(labels)  # 1-2-5 in plain numbers, not 10^0 alone
+    plt.close(fig)
