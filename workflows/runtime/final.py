@@ -40,17 +40,9 @@ from workflows.runtime.trainable import (
     trial_retries,
 )
 
-__all__ = ["test_stored", "pick_candidates", "final_seeds", "make_final_driver", "run_final"]
+__all__ = ["pick_candidates", "final_seeds", "make_final_driver", "run_final"]
 
 RUNS_DIR = "final_runs"  # under the storage root: each run's checkpoints
-
-
-def test_stored(checkpoint: str, data: DataConfig) -> tuple[dict[str, float], dict[str, list]]:
-    """:func:`msa_model.evaluation.read_test_split` of a local path or a storage URI."""
-    from msa_model.evaluation import read_test_split
-
-    with ray.train.Checkpoint(checkpoint).as_directory() as local:
-        return read_test_split(local, data)
 
 
 def pick_candidates(table: pd.DataFrame, exp: Experiment) -> list[dict[str, Any]]:
@@ -131,9 +123,11 @@ def make_final_driver(
             best = train_run(exp, run["run"], storage_path, metric, mode, train_on_val, label)
             if best is None:
                 raise RuntimeError(f"final run {run['run']}: no checkpoint was written")
-            with ray.train.Checkpoint(best).as_directory() as local:
+            from msa_model.evaluation import read_test_split
+
+            with ray.train.Checkpoint(best).as_directory() as local:  # fetched once
                 tested = read_checkpoint_meta(local)["metrics"]
-            scores, examples = test_stored(best, exp.data)
+                scores, examples = read_test_split(local, exp.data)
             tune.report(
                 {
                     "final_epoch": int(tested["epoch"]),
