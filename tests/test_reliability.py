@@ -17,7 +17,13 @@ from tests.conftest import tiny_experiment, write_yaml
 from workflows.cli import main
 from workflows.errors import ResultsFolderError
 from workflows.experiment import parse_experiment
-from workflows.results.folders import MARKER, created_by, mark_created, prepare_results_dir
+from workflows.results.folders import (
+    LOCK,
+    MARKER,
+    created_by,
+    mark_created,
+    prepare_results_dir,
+)
 
 # --- YAML and config (items 9, 12) -------------------------------------------------------------
 
@@ -83,7 +89,8 @@ def test_results_folder_reused_or_replaced_only_when_asked(tmp_path: Path) -> No
     prepare_results_dir(out, "msa train", resume=True, overwrite=False)
     assert (out / "metrics.json").is_file()  # resumed: kept
     prepare_results_dir(out, "msa train", resume=False, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == [MARKER]  # replaced: only the new marker
+    # replaced: only the new marker (and this process's lock)
+    assert sorted(p.name for p in out.iterdir()) == [LOCK, MARKER]
     with pytest.raises(ConfigError, match="exclude each other"):
         prepare_results_dir(out, "msa train", resume=True, overwrite=True)
     with pytest.raises(ConfigError, match="holds no run to resume"):
@@ -119,8 +126,8 @@ def test_msa_train_refuses_existing_results_before_ray(
     cfg = write_yaml(tmp_path / "t.yaml", tiny_experiment(synth_data, name="t"))
     (tmp_path / "results" / "t").mkdir(parents=True)
     (tmp_path / "results" / "t" / "metrics.json").write_text("{}")
-    assert main(["train", str(cfg), "--results", str(tmp_path / "results")]) == 2
-    assert "already holds results: pass --resume" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--results", str(tmp_path / "results")]) == 1
+    assert "msa did not create it" in capsys.readouterr().err
     args = ["train", str(cfg), "--results", str(tmp_path / "results"), "--overwrite"]
     assert main(args) == 1
     assert "msa did not create it" in capsys.readouterr().err

@@ -11,9 +11,11 @@ from types import ModuleType
 from msa_model.config import ConfigError
 from workflows.commands import data, demo, evaluate, export, search, submit, train, tune
 from workflows.errors import NoTrialReported, ResultsFolderError, SearchInterrupted
+from workflows.signals import handle_sigterm, terminated
 
 __all__ = ["COMMANDS", "main", "build_parser", "exit_status"]
 
+RESUMABLE = ("train", "tune")  # an interrupted run of these continues with --resume
 DEBUG_HELP = "on an error, print the traceback too"
 DESCRIPTION = (
     "Remote-sensing image-text retrieval (MSA), trained with Ray Train and tuned with Ray Tune "
@@ -61,16 +63,23 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``msa``; returns the exit status.
 
     0: done; 1: a known failure (bad data, a missing file, a refused folder, failed trials);
-    2: bad arguments or config; 130: interrupted. Known failures print ``msa: error: ...``
-    only; ``--debug`` adds the traceback.
+    2: bad arguments or config; 130: interrupted (Ctrl-C), 143: terminated (SIGTERM). Known
+    failures print ``msa: error: ...`` only; ``--debug`` adds the traceback.
     """
     args = build_parser().parse_args(argv)
     # every trial's per-epoch line matters: Ray's log deduplication would fold them together
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    handle_sigterm()
     try:
         return COMMANDS[args.command].run(args)
     except (KeyboardInterrupt, SearchInterrupted) as exc:
-        _report(args, str(exc) or "interrupted")
+        message = str(exc) or "interrupted"
+        if args.command in RESUMABLE and "--resume" not in message:
+            message += ": rerun with --resume to continue"
+        if terminated():
+            _report(args, f"terminated (SIGTERM); {message}")
+            return 143
+        _report(args, message)
         return 130
     except BaseException as exc:
         status = exit_status(exc)
@@ -85,6 +94,7 @@ def exit_status(exc: BaseException) -> int | None:
     from msa_model.checkpoint import CheckpointError
     from msa_model.data import DatasetError
     from workflows.results.test_reads import TestAlreadyRead
+    from workflows.runtime.fatal import RepeatedError
 
     if isinstance(exc, ConfigError):
         return 2
@@ -92,6 +102,7 @@ def exit_status(exc: BaseException) -> int | None:
         DatasetError,
         CheckpointError,
         TestAlreadyRead,
+        RepeatedError,
         NoTrialReported,
         ResultsFolderError,
         FloatingPointError,  # a non-finite loss

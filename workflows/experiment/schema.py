@@ -7,6 +7,7 @@ import dataclasses
 import importlib.resources
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,7 @@ from msa_model.config import (
 from msa_model.constants import DATA_PATH_KEYS, DEFAULT_METRIC, DEFAULT_MODE
 from msa_model.spec import RunSpec
 from workflows.experiment.dotted import set_dotted
-from workflows.experiment.space import Distribution, parse_space
+from workflows.experiment.space import YAML11_EXPONENT, Distribution, check_baseline, parse_space
 
 __all__ = [
     "SEARCH_SPACES",
@@ -264,16 +265,47 @@ def parse_experiment(raw: dict[str, Any], source: str = "<dict>") -> Experiment:
             if value is not None and not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
             sections[key] = (
-                None if key == "search" and value is None else from_dict(cls, value, key)
+                None
+                if key == "search" and value is None
+                else from_dict(cls, _exponents_as_floats(cls, value), key)
             )
         exp = Experiment(name=_check_name(raw["name"]), **sections)
         if exp.search is not None:
             exp.space = parse_space(
                 exp.search.space, exp.to_dict(with_search=False), _validate_plain
             )
+            if exp.search.searcher.start_with_config:
+                check_baseline(exp.space, exp.to_dict(with_search=False))
         return exp
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def _exponents_as_floats(cls: type, data: Any) -> Any:
+    """``data`` with the text YAML 1.1 makes of ``5e-5`` read as a float where ``cls`` has one.
+
+    Only keys typed ``float`` (alone, optional, or in a list) change; nested sections recurse.
+    """
+    if not isinstance(data, dict) or not dataclasses.is_dataclass(cls):
+        return data
+    hints = typing.get_type_hints(cls)
+    out = dict(data)
+    for key, value in data.items():
+        options = typing.get_args(hints[key]) or (hints[key],) if key in hints else ()
+        if float in options:
+            out[key] = _as_float(value)
+        for option in options:
+            if dataclasses.is_dataclass(option):
+                out[key] = _exponents_as_floats(option, value)
+    return out
+
+
+def _as_float(value: Any) -> Any:
+    if isinstance(value, str) and YAML11_EXPONENT.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [_as_float(v) for v in value]
+    return value
 
 
 def _validate_plain(raw: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ experiment schema before anything starts.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,17 @@ from msa_model.config import ConfigError
 from msa_model.constants import DATA_PATH_KEYS
 from workflows.experiment.dotted import get_dotted, with_values
 
-__all__ = ["Distribution", "parse_space", "to_tune", "config_point"]
+__all__ = [
+    "YAML11_EXPONENT",
+    "Distribution",
+    "check_baseline",
+    "parse_space",
+    "to_tune",
+    "config_point",
+]
+
+# YAML 1.1 (PyYAML) reads a number with an exponent and no dot (5e-5, 1E3) as text
+YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 ARITY = {
     "choice": None,
@@ -62,6 +73,27 @@ class Distribution:
             return [low, high - 1]
         return [low, high]
 
+    def contains(self, value: Any) -> bool:
+        """Whether the distribution can produce ``value`` (on its grid for the ``q`` kinds)."""
+        if self.kind == "choice":
+            return any(
+                _same_number(value, c) if isinstance(c, (int, float)) else value == c
+                for c in self.args
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        low, high = self.args[0], self.args[1]
+        if self.kind == "randint":
+            return isinstance(value, int) and low <= value < high
+        if self.kind == "qrandint" and not isinstance(value, int):
+            return False
+        if not low <= value <= high:
+            return False
+        if len(self.args) == 3:  # Optuna's grid: low + k * q
+            steps = (value - low) / self.args[2]
+            return abs(steps - round(steps)) < 1e-6
+        return True
+
 
 def _parse_entry(key: str, spec: Any) -> Distribution:
     where = f"search.space.{key}"
@@ -74,6 +106,7 @@ def _parse_entry(key: str, spec: Any) -> Distribution:
         raise ConfigError(f"{where}: {kind} needs a non-empty list of arguments")
     if kind == "choice":
         return Distribution(key, kind, tuple(args))
+    args = [float(a) if isinstance(a, str) and YAML11_EXPONENT.fullmatch(a) else a for a in args]
     if len(args) != ARITY[kind]:
         raise ConfigError(f"{where}: {kind} takes {ARITY[kind]} numbers, got {args}")
     if not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
@@ -130,6 +163,34 @@ def parse_space(
                 ) from None
         dists.append(dist)
     return dists
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    """Equal numbers (2 and 2.0), never a bool for a number."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    numbers = all(isinstance(x, (int, float)) for x in (a, b))
+    return numbers and a == b
+
+
+def check_baseline(dists: list[Distribution], base: dict[str, Any]) -> None:
+    """Refuse a baseline (the experiment's own values, the first trial) outside the space.
+
+    Optuna rejects such a trial only when the study is read back (the report, after the test
+    split was read); this stops it before anything starts.
+
+    Raises:
+        ConfigError: Naming ``search.space.<key>``, the value and the distribution.
+    """
+    for dist in dists:
+        value = get_dotted(base, dist.key)
+        if not dist.contains(value):
+            raise ConfigError(
+                f"search.space.{dist.key}: the baseline value {value!r} (the experiment's own "
+                f"{dist.key}, the search's first trial) is outside {dist.kind} {list(dist.args)}; "
+                f"widen the range, change {dist.key}, or set search.searcher.start_with_config: "
+                "false"
+            )
 
 
 def to_tune(dists: list[Distribution]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from typing import Any
 
 import ray
 
+from workflows.signals import handle_sigterm
+
 __all__ = [
     "connect",
     "dashboard_url",
@@ -18,6 +20,7 @@ __all__ = [
     "DRIVER_RESOURCE",
     "driver_resources",
     "RUNTIME_ENV_VARS",
+    "check_feasible",
 ]
 
 # A Tune trial that drives a TorchTrainer only waits on it; the workers hold the CPUs and GPUs.
@@ -54,6 +57,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
         # nothing drains a local node: skip the preemption watcher actor each Train run starts
         env_vars[PREEMPTION_ENV_VAR] = os.environ.setdefault(PREEMPTION_ENV_VAR, "0")
         ctx = _start_local(env_vars, num_cpus)
+    handle_sigterm()  # ray.init made SIGTERM a sys.exit anywhere in the driver
     url = dashboard_url(ctx)
     if url and not quiet:
         print(f"[msa] Ray dashboard: {url}", flush=True)
@@ -157,3 +161,34 @@ def dashboard_url(ctx: Any) -> str | None:
     if not url:
         return None
     return url if url.startswith("http") else f"http://{url}"
+
+
+def check_feasible(exp: Any, in_trial: bool = False) -> None:
+    """Refuse a run whose resources the connected cluster can never give (it would wait forever).
+
+    Each Train worker (or a trial that trains in its own process) needs ``train.cpus_per_worker``
+    CPUs (and ``gpus_per_worker`` GPUs with ``use_gpu``) on one node, and all ``num_workers``
+    together must fit the cluster.
+
+    Raises:
+        ConfigError: Naming the key, what it asks and what the cluster has.
+    """
+    from msa_model.config import ConfigError
+
+    train = exp.train
+    need = {"CPU": train.cpus_per_worker}
+    if train.use_gpu:
+        need["GPU"] = train.gpus_per_worker
+    workers = 1 if in_trial else train.num_workers
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for key, amount in need.items():
+        setting = "cpus_per_worker" if key == "CPU" else "gpus_per_worker"
+        largest = max((n.get(key, 0.0) for n in nodes), default=0.0)
+        total = sum(n.get(key, 0.0) for n in nodes)
+        if largest < amount or total < amount * workers:
+            raise ConfigError(
+                f"train.{setting}: each of the {workers} worker(s) needs {amount:g} {key}, the "
+                f"cluster has {total:g} {key} (at most {largest:g} on one node): the run could "
+                f"never start; lower train.{setting} or train.num_workers, or give the cluster "
+                f"more (--num-cpus)"
+            )

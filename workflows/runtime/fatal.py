@@ -17,7 +17,14 @@ from msa_model.checkpoint import CheckpointError
 from msa_model.config import ConfigError
 from msa_model.data import DatasetError
 
-__all__ = ["DETERMINISTIC", "RECORD", "RepeatedError", "deterministic", "run_once"]
+__all__ = [
+    "DETERMINISTIC",
+    "RECORD",
+    "RepeatedError",
+    "deterministic",
+    "forget_failure",
+    "run_once",
+]
 
 DETERMINISTIC = (ConfigError, DatasetError, CheckpointError, FloatingPointError)
 RECORD = "failed.json"
@@ -36,7 +43,7 @@ def deterministic(exc: BaseException) -> BaseException | None:
         if err is None or id(err) in seen:
             continue
         seen.add(id(err))
-        if isinstance(err, DETERMINISTIC):
+        if isinstance(err, (*DETERMINISTIC, RepeatedError)):
             return err
         todo += [err.__cause__, err.__context__]
         todo += list(getattr(err, "worker_failures", {}).values())  # ray.train.WorkerGroupError
@@ -72,3 +79,10 @@ def run_once(run_dir: str, train: Callable[[], None]) -> None:
                 text = f"{type(cause).__name__}: {cause}"
                 f.write(json.dumps({"error": text}).encode())
         raise
+
+
+def forget_failure(run_dir: str) -> None:
+    """Delete the run's recorded error: a new command (the user fixed its cause) tries again."""
+    fs, root = pyarrow.fs.FileSystem.from_uri(run_dir.rstrip("/"))
+    if fs.get_file_info(f"{root}/{RECORD}").type != pyarrow.fs.FileType.NotFound:
+        fs.delete_file(f"{root}/{RECORD}")

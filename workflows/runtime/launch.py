@@ -58,10 +58,15 @@ def run_worker(config: dict[str, Any]) -> None:
     import torch
 
     from msa_model.training import train
+    from workflows.runtime.fatal import run_once
     from workflows.runtime.session import TrainWorkerSession
 
     torch.set_num_threads(config["torch_threads"])
-    train(config["spec"], TrainWorkerSession(config["metric"], config["mode"]))
+    # an error that would repeat (bad weights, bad data) is not trained again on Train's retry
+    run_once(
+        config["run_dir"],
+        lambda: train(config["spec"], TrainWorkerSession(config["metric"], config["mode"])),
+    )
 
 
 def run_spec(exp: Experiment, train_on_val: bool = False, label: str | None = None) -> RunSpec:
@@ -119,6 +124,7 @@ def make_trainer(
             "torch_threads": exp.train.threads(),
             "metric": metric,
             "mode": mode,
+            "run_dir": f"{storage_path.rstrip('/')}/{run_name}",
         },
         scaling_config=scaling_config(exp),
         run_config=RunConfig(

@@ -122,12 +122,13 @@ def collect_records(
     return records
 
 
-def unfinished_trials(results: tune.ResultGrid, expected: int) -> int:
+def unfinished_trials(results: tune.ResultGrid, expected: int | None) -> int:
     """How many of the ``expected`` trials neither finished nor failed (an interrupted search).
 
     Read from the state Tune saved, which ``--resume`` restores: after Ctrl-C Tune saves the
     running trials as such, then stops them, and the ResultGrid calls them TERMINATED.
+    ``expected`` None: the trials Tune saved.
     """
     saved = ExperimentAnalysis(results.experiment_path, storage_filesystem=results.filesystem)
     done = sum(t.status in ("TERMINATED", "ERROR") for t in saved.trials)
-    return max(0, expected - done)
+    return max(0, (len(saved.trials) if expected is None else expected) - done)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +17,18 @@ from workflows.experiment import Experiment, dump_experiment, load_experiment, p
 from workflows.experiment.dotted import with_values
 from workflows.experiment.space import to_tune
 from workflows.results.export import export_best
-from workflows.results.folders import created_by, mark_created
+from workflows.results.folders import claim_results_dir, created_by, mark_created, release_lock
 from workflows.results.paths import relative_to_results
+from workflows.results.study_file import check_study
 from workflows.results.test_reads import TestAlreadyRead
 from workflows.results.trials import history_table, trials_table
-from workflows.runtime.cluster import connect
+from workflows.runtime.cluster import check_feasible, connect
 from workflows.runtime.fatal import run_once
 from workflows.runtime.final import run_final
 from workflows.runtime.launch import storage_root
 from workflows.runtime.records import collect_records, unfinished_trials
 from workflows.runtime.reporter import progress_reporter, reporter_output
-from workflows.runtime.searcher import make_scheduler, make_searcher, study_exists, study_storage
+from workflows.runtime.searcher import make_scheduler, make_searcher, study_storage
 from workflows.runtime.session import running_best_key
 from workflows.runtime.tensorboard import TuneTensorBoard
 from workflows.runtime.trainable import (
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 TUNE_DIR = "tune"
+PLANNED = "search_runs.json"  # trials per Tune run: what --resume expects of the latest one
 
 
 def make_driver(name: str, base: dict[str, Any], storage_path: str, metric: str, mode: str):
@@ -89,13 +92,18 @@ def _study(exp: Experiment, out: Path) -> str | None:
 
 
 def _prepare_dir(out: Path, exp: Experiment, resume: bool, more: int, root: str) -> bool:
-    """Check and create ``out``; whether Tune's saved state is to be restored."""
+    """Check, lock and create ``out``; check the study; whether Tune's state is to be restored."""
     stored = out / "experiment.yaml"
     tune_path = f"{root}/{TUNE_DIR}"
     study = _study(exp, out)
     restore = False
     if more < 0:
         raise ConfigError(f"--more: must be >= 1, got {more}")
+    if more and not resume:
+        raise ConfigError("--more adds trials to a finished search: pass it with --resume")
+    if resume and not out.is_dir():
+        raise ConfigError(f"--resume: no search to resume at {tune_path}")
+    claim_results_dir(out, "msa tune", resume)  # msa's own folder, locked for this run
     if resume:
         restore = tune.Tuner.can_restore(tune_path)
         if not restore and (more or created_by(out) is None or not stored.is_file()):
@@ -113,21 +121,37 @@ def _prepare_dir(out: Path, exp: Experiment, resume: bool, more: int, root: str)
                 f"--more: the search in {out} did not finish (no trials.csv); finish it with "
                 f"--resume first"
             )
-    elif more:
-        raise ConfigError("--more adds trials to a finished search: pass it with --resume")
+    elif created_by(out) not in (None, "msa tune"):
+        raise ConfigError(
+            f"{out} already holds the results of {created_by(out)}: change `name` (or --results)"
+        )
     elif (out / "ray" / TUNE_DIR).exists() or tune.Tuner.can_restore(tune_path):
         raise ConfigError(
             f"{out} already holds a search named {exp.name!r}: pass --resume to continue it, or "
             f"remove the folder, or change `name`"
         )
-    elif study is not None and study_exists(study, exp.name):
-        raise ConfigError(
-            f"{study} already holds an Optuna study named {exp.name!r}: pass --resume --more N "
-            f"to add trials to it, or remove it, or change `name`"
-        )
+    if study is not None:
+        exists = check_study(study, exp.name, must_exist=restore)
+        if exists and not resume:
+            raise ConfigError(
+                f"{study} already holds an Optuna study named {exp.name!r}: pass --resume --more "
+                f"N to add trials to it, or remove it, or change `name`"
+            )
     mark_created(out, "msa tune")
     dump_experiment(exp, stored)
     return restore
+
+
+def _planned(out: Path) -> dict[str, int]:
+    """Trials each Tune run of the search was started with (``tune``, ``tune_more<k>``)."""
+    try:
+        return {str(k): int(v) for k, v in json.loads((out / PLANNED).read_text()).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _plan(out: Path, name: str, trials: int) -> None:
+    (out / PLANNED).write_text(json.dumps({**_planned(out), name: trials}, indent=1))
 
 
 def _tuner(
@@ -242,15 +266,38 @@ def run_tune(
     if exp.search is None:
         raise ConfigError(f"{exp.name}: no `search` section; use `msa train` for a single run")
     out = results_root / exp.name
+    try:
+        return _search(exp, out, address, storage, resume, final, num_cpus, more, reread_test)
+    finally:
+        release_lock(out)
+
+
+def _search(
+    exp: Experiment,
+    out: Path,
+    address: str | None,
+    storage: str | None,
+    resume: bool,
+    final: bool,
+    num_cpus: int | None,
+    more: int,
+    reread_test: bool,
+) -> Path:
+    """:func:`run_tune` once its results folder is known."""
+    assert exp.search is not None
     check_data(exp.with_absolute_paths().data, require_test=final and exp.final.enabled)
     root = storage_root(out, storage, exp.name)
     restore = _prepare_dir(out, exp, resume, more, root)
     connect(address, num_cpus=num_cpus)
+    check_feasible(exp, trains_in_trial(exp))
     runs = _tune_runs(root) if restore else [TUNE_DIR]
     tuner, name = _tuner(exp, out, root, runs, restore, more)
+    if not (restore and not more):
+        _plan(out, name, more or exp.search.num_samples)
     with reporter_output():
         results = tuner.fit()
-    left = unfinished_trials(results, more or exp.search.num_samples)
+    expected = _planned(out).get(name, exp.search.num_samples if name == TUNE_DIR else None)
+    left = unfinished_trials(results, expected)
     if left:
         raise SearchInterrupted(
             f"search interrupted with {left} trial(s) unfinished; its state is saved in {root}: "

@@ -23,7 +23,6 @@ __all__ = [
     "make_sampler",
     "make_scheduler",
     "make_searcher",
-    "study_exists",
     "study_storage",
 ]
 
@@ -60,13 +59,6 @@ def study_storage(exp: Experiment, out: Path) -> str:
     """The Optuna storage URL: ``search.storage``, else ``sqlite:///<out>/optuna.db``."""
     assert exp.search is not None
     return exp.search.storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
-
-
-def study_exists(url: str, name: str) -> bool:
-    """Whether the storage at ``url`` holds a study named ``name`` (no file is created)."""
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        return False
-    return name in optuna.get_all_study_names(url)
 
 
 def make_sampler(cfg: SearcherConfig, seed: int) -> optuna.samplers.BaseSampler:

@@ -10,9 +10,10 @@ import pandas as pd
 from msa_model.constants import DEFAULT_METRIC, DEFAULT_MODE, better
 from msa_model.data import check_data
 from workflows.experiment import Experiment, dump_experiment
-from workflows.results.folders import prepare_results_dir, remove_stored
+from workflows.results.folders import prepare_results_dir, release_lock, remove_stored
 from workflows.results.paths import relative_to_results
-from workflows.runtime.cluster import connect
+from workflows.runtime.cluster import check_feasible, connect
+from workflows.runtime.fatal import deterministic, forget_failure
 from workflows.runtime.launch import make_trainer, storage_root
 from workflows.runtime.records import checkpoint_history
 from workflows.runtime.tensorboard import TrainTensorBoard
@@ -41,10 +42,27 @@ def run_train(
     out = results_root / exp.name
     check_data(exp.with_absolute_paths().data)
     prepare_results_dir(out, "msa train", resume, overwrite, exp)
+    try:
+        return _train(exp, out, address, storage, num_cpus, overwrite)
+    finally:
+        release_lock(out)
+
+
+def _train(
+    exp: Experiment,
+    out: Path,
+    address: str | None,
+    storage: str | None,
+    num_cpus: int | None,
+    overwrite: bool,
+) -> dict:
+    """:func:`run_train` in its prepared, locked results folder."""
     if overwrite and storage is not None:  # the old run's Train state would be resumed
         remove_stored(f"{storage_root(out, storage, exp.name)}/train")
     dump_experiment(exp, out / "experiment.yaml", with_search=False)
+    forget_failure(f"{storage_root(out, storage, exp.name)}/train")
     connect(address, num_cpus=num_cpus)
+    check_feasible(exp)
     metric = exp.search.metric if exp.search else DEFAULT_METRIC
     mode = exp.search.mode if exp.search else DEFAULT_MODE
     trainer = make_trainer(
@@ -55,7 +73,13 @@ def run_train(
         mode=mode,
         callbacks=[TrainTensorBoard((out / "tensorboard" / "train").resolve())],
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # a Train error wraps the worker's: report the cause in one line
+        cause = deterministic(exc)
+        if cause is None:
+            raise
+        raise cause from None
     # every epoch, oldest first, from the run's own record (Ray's frame has the kept ones only)
     recorded = checkpoint_history(result.checkpoint.path) if result.checkpoint else []
     history = pd.DataFrame(recorded) if recorded else result.metrics_dataframe

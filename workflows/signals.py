@@ -1,0 +1,37 @@
+"""SIGTERM handled like Ctrl-C: ``timeout``, ``kill`` and ``ray job stop`` stop a run cleanly.
+
+Ray's driver turns SIGTERM into ``sys.exit`` wherever the main thread is (inside native code
+that aborts with a stack dump, exit 134). :func:`handle_sigterm` makes SIGTERM call the current
+SIGINT handler instead (Tune's: stop the trials and save the search's state; else a
+KeyboardInterrupt) and remembers it, so the command exits 143 with the resume hint.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+__all__ = ["handle_sigterm", "terminated"]
+
+_received = threading.Event()
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _received.set()
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:  # SIG_IGN or SIG_DFL set by someone else: stop as Ctrl-C would
+        raise KeyboardInterrupt
+
+
+def handle_sigterm() -> None:
+    """Route SIGTERM to the SIGINT handler (again after ``ray.init``, which replaces it)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def terminated() -> bool:
+    """Whether this process received SIGTERM."""
+    return _received.is_set()
