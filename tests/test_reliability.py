@@ -143,7 +143,7 @@ def test_demo_replaces_only_its_own_results(
     data = [f"data.json={synth_data / 'dataset.json'}", f"data.images={synth_data / 'images'}"]
     args = ["demo", "--results", str(tmp_path), *sum((["--set", s] for s in data), [])]
     assert main(args) == 1
-    assert "msa demo did not create it" in capsys.readouterr().err
+    assert "msa did not create it" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "mine"
     mark_created(tmp_path / "other", "msa tune")  # msa made it, but not the demo
     assert created_by(tmp_path / "other") == "msa tune"

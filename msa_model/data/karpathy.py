@@ -195,7 +195,7 @@ def make_splits(
     if splits["val"] and not splits["train"]:
         raise DatasetError("the dataset has no training images")
     n_train = len(splits["train"])
-    if not splits["val"]:
+    if not splits["val"] and (splits["train"] or not splits["test"]):  # test only: evaluation
         splits["train"], splits["val"] = _carve(splits["train"], val_fraction, seed, "validation")
     if test_fraction > 0 and not splits["test"]:
         share = test_fraction * n_train / max(1, len(splits["train"]))  # of the images before

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from msa_model.config import load_yaml
 from workflows.commands.options import add_cluster, add_set
 from workflows.errors import ResultsFolderError
 from workflows.experiment import SEARCH_SPACES, apply_overrides, parse_experiment
-from workflows.results.folders import created_by, mark_created
+from workflows.results.folders import check_ownership, created_by, prepare_results_dir
 from workflows.results.outcome import print_outcome
 
 __all__ = ["HELP", "add_arguments", "run", "run_demo", "SMOKE_OVERRIDES"]
@@ -64,15 +63,15 @@ def run_demo(
     raw = apply_overrides(raw, (SMOKE_OVERRIDES if smoke_test else []) + (overrides or []))
     exp = parse_experiment(raw, source=str(SEARCH_SPACES / "demo.yaml"))
     out = results_root / exp.name
-    if out.exists():  # the demo replaces its own earlier results, never another folder
-        if created_by(out) != "msa demo":
-            raise ResultsFolderError(
-                f"{out} exists and msa demo did not create it: refusing to replace it; pass "
-                "another --results folder or remove it yourself"
-            )
+    check_ownership(out)  # the demo replaces its own earlier results, never another folder
+    if created_by(out) not in (None, "msa demo"):
+        raise ResultsFolderError(
+            f"{out} holds the results of {created_by(out)}, not of msa demo: refusing to replace "
+            "them; pass another --results folder"
+        )
+    if created_by(out) is not None:
         print(f"[msa] replacing the previous demo results in {out}")
-        shutil.rmtree(out)
-    mark_created(out, "msa demo")
+    prepare_results_dir(out, "msa demo", resume=False, overwrite=True)
     if not Path(exp.data.json).is_file():
         images = 300 if smoke_test else DEMO_IMAGES
         print(

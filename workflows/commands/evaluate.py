@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from workflows.results.locate import resolve_checkpoint
@@ -27,11 +28,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--dataset", type=Path, help="evaluate on this dataset JSON instead")
     p.add_argument("--images", type=Path, help="image folder of --dataset (default: its images/)")
+    p.add_argument(
+        "--reread-test",
+        action="store_true",
+        help="with --split test: read the test split of a model already tested (recorded)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Print each metric of the checkpoint on the split."""
-    metrics = run_evaluate(args.target, args.split, args.dataset, args.images, args.trial)
+    metrics = run_evaluate(
+        args.target, args.split, args.dataset, args.images, args.trial, args.reread_test
+    )
     for key, value in metrics.items():
         print(f"{key:>8s} {value:6.2f}")
     return 0
@@ -43,17 +51,41 @@ def run_evaluate(
     dataset: Path | None = None,
     images: Path | None = None,
     trial: str | None = None,
+    reread_test: bool = False,
 ) -> dict[str, float]:
-    """Metrics of the checkpoint behind ``target`` on ``split`` of its own (or the given) data."""
-    from msa_model.checkpoint import read_checkpoint_meta
+    """Metrics of the checkpoint behind ``target`` on ``split`` of its own (or the given) data.
+
+    A read of the test split goes through the test-read ledger
+    (:mod:`workflows.results.test_reads`): recorded, and refused for a model whose test split
+    was read before unless ``reread_test``.
+    """
     from msa_model.evaluation import evaluate_checkpoint
+    from workflows.results.model_meta import read_model_meta, weights_must_fit
+    from workflows.results.test_reads import (
+        RECORD,
+        claim_test_read,
+        finish_test_read,
+        ledger_of,
+    )
 
     ckpt = resolve_checkpoint(Path(target), trial)
+    meta = read_model_meta(ckpt)
     data = None
     if dataset is not None:
         data = {
-            **read_checkpoint_meta(ckpt)["experiment"]["data"],
+            **meta["experiment"]["data"],
             "json": str(dataset),
             "images": str(images if images is not None else dataset.parent / "images"),
         }
-    return evaluate_checkpoint(ckpt, [split], data)[split]
+    if split != "test":
+        with weights_must_fit(ckpt):
+            return evaluate_checkpoint(ckpt, [split], data)[split]
+    ledger, key = ledger_of(ckpt, Path(target))
+    if dataset is not None:
+        key += f"@{Path(dataset).resolve()}"
+    claim_test_read(ledger, key, reread_test)
+    with weights_must_fit(ckpt):
+        metrics = evaluate_checkpoint(ckpt, [split], data)[split]
+    finish_test_read(ledger, key)
+    print(f"[msa] test split read for {key}; recorded in {ledger / RECORD}", file=sys.stderr)
+    return metrics

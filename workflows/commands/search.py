@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 from pathlib import Path
 
 from workflows.commands.options import positive_int
@@ -40,9 +41,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cache_dir(model_dir: Path) -> Path:
-    """Where the searches of a model keep embeddings and pages: ``<model>.search`` beside it."""
+    """Where the searches of a model keep embeddings and pages: ``<model>.search`` beside it.
+
+    Beside a read-only model: ``$XDG_CACHE_HOME/msa/search/<name>-<digest of its path>``.
+    """
     model_dir = model_dir.resolve()
-    return model_dir.parent / f"{model_dir.name}.search"
+    beside = model_dir.parent / f"{model_dir.name}.search"
+    if beside.is_dir() and os.access(beside, os.W_OK | os.X_OK):
+        return beside
+    if not beside.exists() and os.access(model_dir.parent, os.W_OK | os.X_OK):
+        return beside
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    digest = hashlib.sha1(str(model_dir).encode()).hexdigest()[:12]
+    return home / "msa" / "search" / f"{model_dir.name}-{digest}"
 
 
 def model_tag(model_dir: Path) -> str:
@@ -58,10 +69,20 @@ def model_tag(model_dir: Path) -> str:
 
 
 def _read_captions(path: Path) -> list[str]:
-    captions = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    captions = [c for c in captions if c]
+    """The non-blank lines of a UTF-8 text file."""
+    from msa_model.config import ConfigError
+
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"--captions {path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8, one caption per line"
+        ) from None
+    captions = [line.strip() for line in text.splitlines() if line.strip()]
     if not captions:
-        raise ValueError(f"{path}: no captions (one per line)")
+        raise ConfigError(f"--captions {path}: no captions (one per line)")
     return captions
 
 
@@ -78,6 +99,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(
             "msa search: give either --images DIR --query TEXT or --image FILE --captions FILE"
         )
+    if by_text and not args.query.strip():
+        raise ConfigError("--query: empty; give the sentence to search for")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,12 +110,15 @@ def run(args: argparse.Namespace) -> int:
     from msa_model.engine import default_device
     from msa_model.retrieval import load_gallery, search_captions, search_images
     from workflows.results.locate import resolve_checkpoint
+    from workflows.results.model_meta import read_model_meta, weights_must_fit
     from workflows.results.search_page import write_search_page
 
     _check(args)
     model_dir = resolve_checkpoint(args.model)
+    read_model_meta(model_dir)
     device = default_device()
-    model, meta = restore_model(model_dir, device)
+    with weights_must_fit(model_dir):
+        model, meta = restore_model(model_dir, device)
     data = from_dict(DataConfig, meta["experiment"]["data"], "data")
     batch = int(meta["experiment"].get("train", {}).get("eval_batch_size", 256))
     cache = cache_dir(model_dir)

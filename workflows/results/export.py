@@ -10,6 +10,7 @@ import pandas as pd
 
 from msa_model.config import ConfigError
 from msa_model.constants import DEFAULT_METRIC, score_key
+from workflows.errors import ResultsFolderError
 from workflows.experiment import (
     Experiment,
     dump_experiment,
@@ -19,7 +20,33 @@ from workflows.experiment import (
 )
 from workflows.results.trials import read_table
 
-__all__ = ["trial_experiment", "export_best", "export_trial"]
+__all__ = ["trial_experiment", "export_best", "export_trial", "HEADER"]
+
+HEADER = "# exported from "  # every file msa export writes starts so; only those are replaced
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse to overwrite ``path`` unless it is a file an earlier ``msa export`` wrote."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise ResultsFolderError(f"{path}: not a plain file; refusing to write over it")
+    if not path.exists():
+        return
+    try:
+        with path.open(encoding="utf-8") as f:
+            ours = f.read(len(HEADER)) == HEADER
+    except (OSError, UnicodeDecodeError):
+        ours = False
+    if not ours:
+        raise ResultsFolderError(
+            f"{path} exists and msa export did not write it: refusing to overwrite it; give "
+            "another --out"
+        )
+
+
+def _write(exp: Experiment, path: Path, header: str) -> None:
+    _check_replaceable(path)
+    dump_experiment(exp, path, with_search=False)
+    path.write_text(header + path.read_text())
 
 
 def trial_experiment(exp: Experiment, params: dict[str, Any], name: str) -> Experiment:
@@ -54,11 +81,11 @@ def _header(results_dir: Path, source: Any, metric: str) -> str:
         summary = (source["val"] or {}).get(metric.removeprefix("val_"))
         score = "" if summary is None else f": mean {metric} {summary['mean']:.4f}"
         return (
-            f"# exported from {results_dir} final stage, {source['label']} (search trial "
+            f"{HEADER}{results_dir} final stage, {source['label']} (search trial "
             f"{source['trial_id']}){score} over {len(source['seeds'])} retrained seeds\n"
         )
     return (
-        f"# exported from {results_dir} trial {source.trial_id}: "
+        f"{HEADER}{results_dir} trial {source.trial_id}: "
         f"best {metric} {getattr(source, f'best_{metric}'):.4f} at epoch {int(source.best_epoch)}\n"
     )
 
@@ -100,8 +127,7 @@ def export_best(results_dir: Path, top: int = 1, out: Path | None = None) -> lis
         else:
             path = (out or results_dir / "top_configs") / f"rank{rank}.yaml"
             name = f"{exp.name}_rank{rank}"
-        dump_experiment(trial_experiment(exp, params, name), path, with_search=False)
-        path.write_text(_header(results_dir, source, metric) + path.read_text())
+        _write(trial_experiment(exp, params, name), path, _header(results_dir, source, metric))
         written.append(path)
     return written
 
@@ -124,6 +150,5 @@ def export_trial(results_dir: Path, trial_id: str, out: Path | None = None) -> P
         )
     path = out or results_dir / f"trial_{row['trial_id']}.yaml"
     experiment = trial_experiment(exp, json.loads(row["params"]), f"{exp.name}_{row['trial_id']}")
-    dump_experiment(experiment, path, with_search=False)
-    path.write_text(_header(results_dir, row, metric) + path.read_text())
+    _write(experiment, path, _header(results_dir, row, metric))
     return path

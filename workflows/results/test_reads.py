@@ -15,7 +15,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RECORD", "TestAlreadyRead", "claim_test_read", "finish_test_read", "recorded_reads"]
+__all__ = [
+    "RECORD",
+    "TestAlreadyRead",
+    "claim_test_read",
+    "finish_test_read",
+    "ledger_of",
+    "recorded_reads",
+]
 
 RECORD = "test_reads.json"
 
@@ -77,6 +84,31 @@ def finish_test_read(final_dir: Path, model_key: str) -> None:
         raise TestAlreadyRead(f"{Path(final_dir) / RECORD}: no read of {model_key} was claimed")
     reads[model_key][-1]["finished"] = _now()
     _write_atomic(Path(final_dir) / RECORD, reads)
+
+
+def ledger_of(checkpoint: Path, target: Path) -> tuple[Path, str]:
+    """Where a test read of ``checkpoint`` is recorded, and its model key.
+
+    The ledger of a results folder (``<results>/final``): ``target`` itself, else the folder
+    (marked as msa's) holding the checkpoint (an exported ``model/``, a trial's checkpoint); a
+    model outside any results folder keeps its own record in its folder. A final-stage run's
+    checkpoint has the key the final stage used (``final:<run>``): a model tested there is not
+    read again.
+    """
+    from workflows.results.folders import MARKER
+
+    checkpoint, target = Path(checkpoint).resolve(), Path(target).resolve()
+    results = next((p for p in [target, *checkpoint.parents] if (p / MARKER).is_file()), None)
+    if results is None and (target / "trials.csv").is_file():  # a search without the marker
+        results = target
+    parts = checkpoint.parts
+    if "final_runs" in parts[:-1]:
+        key = f"final:{parts[parts.index('final_runs') + 1]}"
+    elif results is not None and checkpoint.is_relative_to(results):
+        key = f"checkpoint:{checkpoint.relative_to(results).as_posix()}"
+    else:
+        key = f"checkpoint:{checkpoint}"
+    return (results / "final" if results is not None else checkpoint), key
 
 
 def _now() -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs
 import ray
 import ray.train
 from ray import tune
@@ -27,7 +28,7 @@ from msa_model.constants import METRIC_KEYS
 from workflows.errors import SearchInterrupted
 from workflows.experiment import Experiment, parse_experiment, with_values
 from workflows.results.paths import relative_to_results
-from workflows.results.test_reads import claim_test_read, finish_test_read
+from workflows.results.test_reads import claim_test_read, finish_test_read, recorded_reads
 from workflows.results.trials import read_table
 from workflows.runtime.fatal import run_once
 from workflows.runtime.records import unfinished_trials
@@ -43,6 +44,9 @@ from workflows.runtime.trainable import (
 __all__ = ["pick_candidates", "final_seeds", "make_final_driver", "run_final"]
 
 RUNS_DIR = "final_runs"  # under the storage root: each run's checkpoints
+# in a run's folder: its test result, written right after the read, so that a run restarted or
+# resumed after the read (a crash, a SIGKILL) reports it instead of reading the test split again
+TESTED = "test_result.json"
 
 
 def pick_candidates(table: pd.DataFrame, exp: Experiment) -> list[dict[str, Any]]:
@@ -123,25 +127,43 @@ def make_final_driver(
             best = train_run(exp, run["run"], storage_path, metric, mode, train_on_val, label)
             if best is None:
                 raise RuntimeError(f"final run {run['run']}: no checkpoint was written")
-            from msa_model.evaluation import read_test_split
+            report = _stored_test(run_dir)
+            if report is None:  # the test split is read once, and its result kept at once
+                from msa_model.evaluation import read_test_split
 
-            with ray.train.Checkpoint(best).as_directory() as local:  # fetched once
-                tested = read_checkpoint_meta(local)["metrics"]
-                scores, examples = read_test_split(local, exp.data)
-            tune.report(
-                {
+                with ray.train.Checkpoint(best).as_directory() as local:  # fetched once
+                    tested = read_checkpoint_meta(local)["metrics"]
+                    scores, examples = read_test_split(local, exp.data)
+                report = {
                     "final_epoch": int(tested["epoch"]),
                     **{k: tested[k] for k in tested if k.startswith("val_")},
                     **{f"test_{k}": v for k, v in scores.items()},
                     "test_examples": json.dumps(examples),
                     "checkpoint": best,
                 }
-            )
+                _store_test(run_dir, report)
+            tune.report(report)
 
         run_once(run_dir, train_and_test)
 
     driver.__name__ = driver.__qualname__ = f"{name}_final"
     return driver
+
+
+def _stored_test(run_dir: str) -> dict[str, Any] | None:
+    """The test result a run kept (:data:`TESTED`), None when its test split was never read."""
+    fs, root = pyarrow.fs.FileSystem.from_uri(run_dir.rstrip("/"))
+    try:
+        with fs.open_input_stream(f"{root}/{TESTED}") as f:
+            return json.loads(f.read().decode())
+    except FileNotFoundError:
+        return None
+
+
+def _store_test(run_dir: str, report: dict[str, Any]) -> None:
+    fs, root = pyarrow.fs.FileSystem.from_uri(run_dir.rstrip("/"))
+    with fs.open_output_stream(f"{root}/{TESTED}") as f:
+        f.write(json.dumps(report).encode())
 
 
 def _gallery(data: DataConfig) -> dict[str, Any]:
@@ -187,8 +209,12 @@ def _launch(
         exp, ray.cluster_resources(), None if in_trial else resources, runs=len(todo)
     )
     print(f"[msa] final stage: {len(todo)} runs, {at_once} at a time")
+    earlier = recorded_reads(final_dir)
     for run in todo:
-        claim_test_read(final_dir, f"final:{run['run']}", reread)
+        key = f"final:{run['run']}"
+        tested = _stored_test(f"{root}/{RUNS_DIR}/{run['run']}") is not None
+        if not (tested and earlier.get(key)):  # a read already claimed and kept is not a new one
+            claim_test_read(final_dir, key, reread)
     results = tune.Tuner(
         tune.with_resources(driver, resources),
         param_space={"run": tune.grid_search(todo)},

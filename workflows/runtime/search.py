@@ -11,9 +11,9 @@ from ray import tune
 from ray.tune import ExperimentAnalysis, ResultGrid
 
 from msa_model.config import ConfigError
-from msa_model.data import check_data
 from workflows.errors import NoTrialReported, SearchInterrupted
 from workflows.experiment import Experiment, dump_experiment, load_experiment, parse_experiment
+from workflows.experiment.datasets import check_run_data
 from workflows.experiment.dotted import with_values
 from workflows.experiment.space import to_tune
 from workflows.results.export import export_best
@@ -121,7 +121,7 @@ def _prepare_dir(out: Path, exp: Experiment, resume: bool, more: int, root: str)
                 f"--more: the search in {out} did not finish (no trials.csv); finish it with "
                 f"--resume first"
             )
-    elif created_by(out) not in (None, "msa tune"):
+    elif created_by(out) not in (None, "msa tune", "msa demo"):
         raise ConfigError(
             f"{out} already holds the results of {created_by(out)}: change `name` (or --results)"
         )
@@ -285,7 +285,7 @@ def _search(
 ) -> Path:
     """:func:`run_tune` once its results folder is known."""
     assert exp.search is not None
-    check_data(exp.with_absolute_paths().data, require_test=final and exp.final.enabled)
+    check_run_data(exp.with_absolute_paths().data, require_test=final and exp.final.enabled)
     root = storage_root(out, storage, exp.name)
     restore = _prepare_dir(out, exp, resume, more, root)
     connect(address, num_cpus=num_cpus)

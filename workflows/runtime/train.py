@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from msa_model.constants import DEFAULT_METRIC, DEFAULT_MODE, better
-from msa_model.data import check_data
 from workflows.experiment import Experiment, dump_experiment
+from workflows.experiment.datasets import check_run_data
 from workflows.results.folders import prepare_results_dir, release_lock, remove_stored
 from workflows.results.paths import relative_to_results
 from workflows.runtime.cluster import check_feasible, connect
@@ -40,7 +40,7 @@ def run_train(
     metrics and checkpoint path).
     """
     out = results_root / exp.name
-    check_data(exp.with_absolute_paths().data)
+    check_run_data(exp.with_absolute_paths().data)
     prepare_results_dir(out, "msa train", resume, overwrite, exp)
     try:
         return _train(exp, out, address, storage, num_cpus, overwrite)
