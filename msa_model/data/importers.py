@@ -55,6 +55,11 @@ class ImportSummary:
                 f"{self.images_without_captions} image(s) without a caption")
 
 
+def _is_id(value: Any) -> bool:
+    """An image id COCO files use: an integer or a string (never a list, a mapping or a bool)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
 def _load(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -154,6 +159,9 @@ def coco_to_karpathy(
             where = f"{path}: images[{index}]"
             if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
                 raise DatasetError(f"{where}: expected an object with 'id' and 'file_name'")
+            if not _is_id(image["id"]):
+                raise DatasetError(f"{where}: 'id' must be an integer or a string, got "
+                                   f"{image['id']!r:.60}")
             if not isinstance(image["file_name"], str) or not image["file_name"].strip():
                 raise DatasetError(f"{where}: 'file_name' must be a non-empty string")
             if image["id"] in captions:
@@ -167,7 +175,7 @@ def coco_to_karpathy(
             where = f"{path}: annotations[{index}]"
             if not isinstance(annotation, dict) or "image_id" not in annotation:
                 raise DatasetError(f"{where}: expected an object with 'image_id' and 'caption'")
-            if annotation["image_id"] not in captions:
+            if not _is_id(annotation["image_id"]) or annotation["image_id"] not in captions:
                 raise DatasetError(f"{where}: image_id {annotation['image_id']!r} is not in "
                                    "'images'")
             captions[annotation["image_id"]].append(annotation.get("caption"))

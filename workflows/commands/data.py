@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workflows.commands.options import positive_int
+from workflows.commands.options import at_least, positive_int
 
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "datasets: synthesise, check or import"
+MIN_SYNTH_SIZE = 32  # the generator's smallest scene
 
 
 
@@ -22,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     synth.add_argument("out", type=Path, help="the folder to write (images/ and dataset.json)")
     synth.add_argument("--images", type=positive_int, default=1000,
                        help="how many images (default: 1000)")
-    synth.add_argument("--size", type=int, default=64,
-                       help="image side in pixels (default: 64)")
+    synth.add_argument("--size", type=at_least(MIN_SYNTH_SIZE), default=64,
+                       help=f"image side in pixels, >= {MIN_SYNTH_SIZE} (default: 64)")
     synth.add_argument("--seed", type=int, default=0,
                        help="seed of the scenes and captions (default: 0)")
     synth.add_argument("--overwrite", action="store_true",

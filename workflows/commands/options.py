@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["add_set", "add_cluster", "positive_int", "SET_HELP"]
+__all__ = ["add_set", "add_cluster", "at_least", "positive_int", "SET_HELP"]
 
 SET_HELP = "override one dotted key of the experiment, e.g. train.epochs=4 (repeatable)"
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+positive_int = at_least(1)
 
 
 def add_set(p: argparse.ArgumentParser) -> None:

@@ -90,5 +90,17 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """Read ``trials.csv`` or ``history.csv`` keeping trial ids as text.
 
     Tune's ids are hex strings, and pandas would read one like ``1234e567`` as a float.
+
+    Raises:
+        ResultsFolderError: An empty or unparsable file, or one without a ``trial_id`` column.
     """
-    return pd.read_csv(path, dtype={"trial_id": str})
+    from workflows.errors import ResultsFolderError
+
+    try:
+        table = pd.read_csv(path, dtype={"trial_id": str})
+    except (ValueError, UnicodeDecodeError) as exc:  # EmptyDataError and ParserError among them
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ResultsFolderError(f"{path}: not a table msa wrote ({reason})") from None
+    if "trial_id" not in table:
+        raise ResultsFolderError(f"{path}: not a table msa wrote (no trial_id column)")
+    return table

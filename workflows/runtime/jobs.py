@@ -42,7 +42,7 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 DEFAULT_EXCLUDES = [
     "/results/",
     "/data/",
-    "/.git/",
+    ".git/",  # any depth: a nested clone's history and its credentials
     "__pycache__/",
     "*.egg-info/",
     ".pytest_cache/",
@@ -53,7 +53,8 @@ DEFAULT_EXCLUDES = [
     ".conda/",
     ".tox/",
     "node_modules/",
-    # secrets: env files, keys, cloud and cluster credentials, Ray's token
+    # secrets, at any depth: env files, keys, cloud, cluster and database credentials, shell
+    # histories, Ray's token
     ".env",
     ".env.*",
     ".envrc",
@@ -61,6 +62,8 @@ DEFAULT_EXCLUDES = [
     "*.key",
     "*.p12",
     "*.pfx",
+    "*.jks",
+    "*.keystore",
     "id_rsa*",
     "id_ecdsa*",
     "id_ed25519*",
@@ -75,12 +78,31 @@ DEFAULT_EXCLUDES = [
     ".ray/",
     "auth_token",
     ".netrc",
+    ".pgpass",
+    ".my.cnf",
     ".pypirc",
     ".npmrc",
+    ".s3cfg",
+    ".boto",
     ".git-credentials",
+    "credentials",
+    "credentials.*",
     "*credentials*.json",
     "*service-account*.json",
+    "kubeconfig",
+    "kubeconfig.*",
+    "*.kubeconfig",
+    "secrets.yaml",
+    "secrets.yml",
+    "secrets.json",
+    "secrets.toml",
+    ".*_history",
+    ".*history",
+    "*.tfstate",
+    "*.tfstate.*",
 ]
+LARGE_FILE_BYTES = 100 * 2**20  # named before the upload: --exclude them if the job needs none
+HTTP_TIMEOUT_S = 30.0  # every request to the job server: one that never answers fails, not hangs
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -124,12 +146,15 @@ def _excluded(rel: str, excludes: list[str]) -> bool:
 
 
 def upload_listing(wd: Path, excludes: list[str]) -> dict[str, Any]:
-    """What ``msa submit`` uploads from ``wd``: file count, bytes, virtual environments found.
+    """What ``msa submit`` uploads from ``wd``, as Ray packs it (symbolic links followed).
 
-    Returns ``{"files", "bytes", "environments"}`` (the last as exclude patterns).
+    Returns ``{"files", "bytes", "environments", "large"}``: the file count and size, the
+    virtual environments found (as exclude patterns), and the files over
+    :data:`LARGE_FILE_BYTES` (``(relative path, bytes)``).
 
     Raises:
-        ConfigError: ``wd`` is ``/`` or the home folder, or a symbolic link in it leads outside.
+        ConfigError: ``wd`` is ``/`` or the home folder, a symbolic link in it leads outside,
+            or a linked folder contains itself (Ray would pack it again and again).
     """
     from ray._private.thirdparty.pathspec import PathSpec
 
@@ -139,30 +164,45 @@ def upload_listing(wd: Path, excludes: list[str]) -> dict[str, Any]:
             "every project); pass the project's folder"
         )
     spec = PathSpec.from_lines("gitwildmatch", excludes)
-    files, size, environments = 0, 0, []
-    for folder, dirs, names in os.walk(wd):  # symbolic links are listed, not followed
-        here = Path(folder)
-        prefix = "" if here == wd else here.relative_to(wd).as_posix() + "/"
-        kept_dirs = []
-        for name in sorted(dirs):
-            if spec.match_file(prefix + name + "/"):
+    listing: dict[str, Any] = {"files": 0, "bytes": 0, "environments": [], "large": []}
+    _walk(wd, wd, "", spec, (wd,), listing)
+    return listing
+
+
+def _walk(
+    wd: Path, here: Path, prefix: str, spec: Any, real: tuple[Path, ...], listing: dict
+) -> None:
+    """List ``here`` (``prefix`` relative to ``wd``; ``real``: the resolved folders above)."""
+    for path in sorted(here.iterdir()):
+        rel = prefix + path.name
+        if path.is_dir():
+            if spec.match_file(rel + "/"):
                 continue
-            if (here / name / "pyvenv.cfg").is_file():
-                environments.append(f"/{prefix}{name}/")
+            if (path / "pyvenv.cfg").is_file():
+                listing["environments"].append(f"/{rel}/")
                 continue
-            kept_dirs.append(name)
-        dirs[:] = kept_dirs
-        kept_files = [name for name in names if not spec.match_file(prefix + name)]
-        for name in kept_dirs + kept_files:
-            path = here / name
-            if path.is_symlink() and not path.resolve().is_relative_to(wd):
+        elif spec.match_file(rel):
+            continue
+        target = path.resolve()
+        if path.is_symlink():
+            if not target.is_relative_to(wd):
                 raise ConfigError(
-                    f"{path}: a symbolic link leading out of the working dir (to "
-                    f"{path.resolve()}); remove it or --exclude it"
+                    f"{path}: a symbolic link leading out of the working dir (to {target}); "
+                    "remove it or --exclude it"
                 )
-        files += len(kept_files)
-        size += sum((here / name).stat().st_size for name in kept_files)
-    return {"files": files, "bytes": size, "environments": environments}
+            if target in real:
+                raise ConfigError(
+                    f"{path}: a symbolic link to {target}, a folder that contains it: Ray would "
+                    "pack it inside itself again and again; remove it or --exclude it"
+                )
+        if path.is_dir():
+            _walk(wd, path, rel + "/", spec, (*real, target), listing)
+        elif path.is_file():
+            size = path.stat().st_size
+            listing["files"] += 1
+            listing["bytes"] += size
+            if size > LARGE_FILE_BYTES:
+                listing["large"].append((rel, size))
 
 
 def _data_overrides(exp: Any, working_dir: Path, excludes: list[str]) -> list[str]:
@@ -207,6 +247,11 @@ def prepare_submission(
         f"uploading {upload['files']} files, {upload['bytes'] / 2**20:.1f} MiB (secrets, "
         f"environments and {', '.join(DEFAULT_EXCLUDES[:3])} excluded; more with --exclude)"
     ]
+    for rel, size in upload["large"]:
+        notes.append(
+            f"large file uploaded: {rel} ({size / 2**20:.0f} MiB); --exclude {rel} if the job "
+            "does not need it"
+        )
     data_sets = _data_overrides(exp, working_dir, excludes)
     for item in data_sets:
         notes.append(
@@ -268,9 +313,24 @@ def use_token_auth() -> None:
 def _client(address: str):
     from ray.job_submission import JobSubmissionClient
 
+    class TimedClient(JobSubmissionClient):
+        """Every request with a timeout (Ray's client sends them without one)."""
+
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            import requests
+
+            kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
+            try:
+                return super()._do_request(method, endpoint, **kwargs)
+            except requests.exceptions.Timeout:
+                raise ConnectionError(
+                    f"the Ray job server at {address} did not answer within "
+                    f"{HTTP_TIMEOUT_S:g} s ({method} {endpoint})"
+                ) from None
+
     use_token_auth()
     try:
-        return JobSubmissionClient(address)
+        return TimedClient(address)
     except Exception as exc:  # ConnectionError, or an auth error as RuntimeError
         raise ConnectionError(
             f"cannot reach the Ray job server at {address}: {exc}".strip()
@@ -317,6 +377,8 @@ def submit(
     """
     address = (address or default_address()).rstrip("/")
     job = prepare_submission(config, working_dir, sets, tune_args, exclude)
+    for note in job["notes"]:  # before the upload: what goes, what is large
+        print(f"[msa] note: {note}", file=out, flush=True)
     client = _client(address)
     job_id = client.submit_job(
         entrypoint=job["entrypoint"],
@@ -324,8 +386,6 @@ def submit(
         metadata={"msa_experiment": job["name"]},
     )
     print(f"[msa] submitted job {job_id}: {job['entrypoint']}", file=out)
-    for note in job["notes"]:
-        print(f"[msa] note: {note}", file=out)
     print(f"[msa] dashboard: {address}/#/jobs/{job_id}", file=out)
     print(f"[msa] follow the logs: ray job logs -f {job_id} --address {address}", file=out)
     print(
