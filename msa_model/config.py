@@ -54,8 +54,19 @@ class ImageTowerConfig:
     pool_shallow: Literal["max", "avg"] = "max"  # pooling of every stage but the deepest
     pool_deepest: Literal["max", "avg"] = "avg"  # pooling of the deepest stage
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm kwargs
-    freeze_backbone: bool = False  # train only the projections and heads (backbone in eval mode)
-    cache_frozen: bool = False  # memoise the frozen backbone's pooled vectors per image
+    trainable_stages: int | Literal["all"] | None = None  # the last K feature levels of the
+    # backbone train, everything below runs in eval mode without gradients; 0: frozen, "all"
+    # (the default): full fine-tuning
+    freeze_backbone: bool | None = None  # alias: true is trainable_stages 0, false is "all"
+    bn_stats: Literal["train", "frozen"] = "train"  # BatchNorm in trained stages: batch statistics
+    # (train mode), or the pretrained running statistics kept (eval mode; affine still trains)
+    cache_frozen: bool = False  # memoise the frozen bottom's outputs (the activations where the
+    # trained top begins, and the pooled vectors of frozen stages) per input, exactly
+
+    @property
+    def trainable(self) -> int | Literal["all"]:
+        """``trainable_stages`` with the ``freeze_backbone`` alias applied."""
+        return _trainable(self.trainable_stages, self.freeze_backbone)
 
     def validate(self, prefix: str = "") -> None:
         _require(self.num_scales >= 1, prefix, "num_scales", f"must be >= 1, got {self.num_scales}")
@@ -67,12 +78,35 @@ class ImageTowerConfig:
                 "stage_indices",
                 f"repeats a stage: {self.stage_indices}",
             )
-        _require(
-            self.freeze_backbone or not self.cache_frozen,
-            prefix,
-            "cache_frozen",
-            "needs freeze_backbone: true (a trained backbone's features change every step)",
+        _check_trainable(
+            self.trainable_stages, self.freeze_backbone, self.cache_frozen, prefix,
+            ("trainable_stages", "freeze_backbone"),
         )
+
+
+def _trainable(count: int | str | None, frozen_alias: bool | None) -> int | Literal["all"]:
+    if count is not None:
+        return count
+    return 0 if frozen_alias else "all"
+
+
+def _check_trainable(
+    count: int | str | None, alias: bool | None, cache: bool, prefix: str, keys: tuple[str, str]
+) -> None:
+    """The rules shared by ``trainable_stages`` and ``trainable_layers`` and their aliases."""
+    _require(
+        count is None or count == "all" or count >= 0, prefix, keys[0], f"must be >= 0 or 'all', "
+        f"got {count}",
+    )
+    if count is not None and alias is not None:
+        _require(
+            _trainable(None, alias) == count, prefix, keys[1],
+            f"{alias} contradicts {keys[0]}: {count} (set {keys[0]} alone)",
+        )
+    _require(
+        not cache or _trainable(count, alias) != "all", prefix, "cache_frozen",
+        f"needs a frozen part ({keys[0]} 0 or K; with 'all' every weight trains)",
+    )
 
 
 @dataclass
@@ -91,20 +125,26 @@ class TextTowerConfig:
     max_length: int = 32  # captions are truncated to this many tokens
     padding: Literal["longest", "max_length"] = "longest"  # pad to the batch's longest caption,
     # or always to max_length (the reference code: 31, padding then attended by MSCMAT)
-    freeze: bool = False  # keep the text encoder's weights fixed (and in eval mode)
-    cache_frozen: bool = False  # memoise the frozen encoder's states per caption (pairs well
-    # with padding: max_length, which gives a caption the same tokens in every batch)
+    trainable_layers: int | Literal["all"] | None = None  # the last K transformer layers
+    # train, the embeddings and layers below run in eval mode without gradients; 0: frozen,
+    # "all" (the default): full fine-tuning
+    freeze: bool | None = None  # alias: true is trainable_layers 0, false is "all"
+    cache_frozen: bool = False  # memoise the frozen bottom's hidden states per caption, exactly
+    # (pairs well with padding: max_length, which gives a caption the same tokens in every batch)
+
+    @property
+    def trainable(self) -> int | Literal["all"]:
+        """``trainable_layers`` with the ``freeze`` alias applied."""
+        return _trainable(self.trainable_layers, self.freeze)
 
     def validate(self, prefix: str = "") -> None:
         _require(self.max_length >= 2, prefix, "max_length", f"must be >= 2, got {self.max_length}")
         _require(
             self.vocab_size >= 100, prefix, "vocab_size", f"must be >= 100, got {self.vocab_size}"
         )
-        _require(
-            self.freeze or not self.cache_frozen,
-            prefix,
-            "cache_frozen",
-            "needs freeze: true (a trained encoder's states change every step)",
+        _check_trainable(
+            self.trainable_layers, self.freeze, self.cache_frozen, prefix,
+            ("trainable_layers", "freeze"),
         )
 
 

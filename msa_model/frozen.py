@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -41,19 +41,22 @@ class FeatureMemo:
     Only samples whose key is new are computed (as one batch); outputs are stored on the CPU in
     the dtype they were computed in. With ``folder``, the memo file is named by ``source``'s
     weights and ``extra`` (read at the first call, when the weights are final); loading new
-    weights into ``source`` empties the memo.
+    weights into ``source`` empties the memo. ``source`` is the frozen module, or the frozen
+    modules in order (the bottom of a tower whose top trains).
     """
 
     def __init__(
         self,
         fn: Callable[..., list[torch.Tensor]],
-        source: nn.Module,
+        source: nn.Module | Sequence[nn.Module],
         folder: str | None = None,
         extra: Iterable[object] = (),
     ) -> None:
-        self.fn, self.source, self.folder, self.extra = fn, source, folder, list(extra)
+        self.fn, self.folder, self.extra = fn, folder, list(extra)
+        self.sources = [source] if isinstance(source, nn.Module) else list(source)
         self.reset()
-        source.register_load_state_dict_post_hook(lambda *_: self.reset())
+        for module in self.sources:
+            module.register_load_state_dict_post_hook(lambda *_: self.reset())
 
     def reset(self) -> None:
         """Forget every entry (the source's weights changed)."""
@@ -67,9 +70,10 @@ class FeatureMemo:
         if self.folder is None:
             return
         digest = hashlib.blake2b(repr(self.extra).encode(), digest_size=16)
-        for name, tensor in sorted(self.source.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        for module in self.sources:
+            for name, tensor in sorted(module.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         self.path = Path(self.folder).expanduser() / f"memo-{digest.hexdigest()}.pt"
         if self.path.is_file():
             self.store = torch.load(self.path, weights_only=True)

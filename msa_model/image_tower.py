@@ -15,6 +15,7 @@ from torch import nn
 
 from msa_model.config import ConfigError, ImageTowerConfig
 from msa_model.frozen import FeatureMemo, keep_frozen
+from msa_model.split import split_backbone
 from msa_model.weights import WeightsNotFoundError, backbone_state_dict, check_loaded
 
 __all__ = ["ImageTower", "GatedFusion", "WeightsNotFoundError", "select_stages"]
@@ -97,6 +98,10 @@ class ImageTower(nn.Module):
     """Backbone -> S pooled stage vectors -> projections to ``embed_dim`` -> fused global vector.
 
     ``forward`` returns ``(global_embed (B, d), scales (S, B, d))``, scales shallow to deep.
+    With ``trainable_stages`` K (0 < K < levels) the backbone is cut after feature level
+    ``levels - K - 1`` (:mod:`msa_model.split`): the bottom runs in eval mode without gradients
+    (memoised with ``cache_frozen``: its boundary activations and the pooled vectors of the
+    frozen stages), the top K levels train.
     """
 
     def __init__(
@@ -112,16 +117,44 @@ class ImageTower(nn.Module):
         self.pools = [cfg.pool_shallow] * (len(self.stages) - 1) + [cfg.pool_deepest]
         self.proj = nn.ModuleList(nn.Linear(channels[i], embed_dim) for i in self.stages)
         self.fusion = GatedFusion(embed_dim)
-        self.freeze = cfg.freeze_backbone
-        keep_frozen(self.backbone if self.freeze else None)
+        levels = len(channels)
+        trainable = levels if cfg.trainable == "all" else min(cfg.trainable, levels)
+        self.boundary = levels - trainable - 1  # the last frozen feature level (-1: none)
+        self.bn_frozen = cfg.bn_stats == "frozen"
+        self.chain = None
+        if 0 < trainable < levels:
+            try:
+                self.chain = split_backbone(self.backbone, cfg.backbone)
+            except ValueError as exc:
+                raise ConfigError(f"model.image.trainable_stages: {exc}") from None
+        self._frozen_names = self._frozen_segments()
+        self._keep_frozen()
         self._memo = None
         if cfg.cache_frozen:
             extra = ["image", self.stages, self.pools]
-            self._memo = FeatureMemo(self._pool, self.backbone, cache_dir, extra)
+            if self.chain is not None:
+                extra.append(f"boundary {self.boundary}")  # K = 0 keeps the memo of before
+            frozen = [module for _, module in self.frozen_modules()]
+            self._memo = FeatureMemo(self._bottom, frozen, cache_dir, extra)
+
+    def _frozen_segments(self) -> list[str]:
+        if self.boundary < 0:
+            return []
+        if self.chain is None:
+            return [""]  # the whole backbone
+        return self.chain.names[: self.chain.level_ends[self.boundary] + 1]
+
+    def _keep_frozen(self) -> None:
+        for name in self._frozen_names:
+            keep_frozen(self.backbone.get_submodule(name))
+        if self.bn_frozen:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
     def train(self, mode: bool = True) -> ImageTower:
         super().train(mode)
-        keep_frozen(self.backbone if self.freeze else None)
+        self._keep_frozen()
         if not mode and self._memo is not None:
             self._memo.save()
         return self
@@ -130,14 +163,45 @@ class ImageTower(nn.Module):
     def num_scales(self) -> int:
         return len(self.stages)
 
+    def frozen_modules(self) -> list[tuple[str, nn.Module]]:
+        """``(name, module)`` of the frozen parts, names relative to this tower."""
+        return [
+            (f"backbone.{name}" if name else "backbone", self.backbone.get_submodule(name))
+            for name in self._frozen_names
+        ]
+
     def pooled(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The S pooled stage vectors (B, C_s), shallow to deep, before any projection."""
-        return self._pool(images) if self._memo is None else self._memo(images)
+        if self.chain is None and self.boundary < 0:
+            return self._pool(self.backbone(images))
+        bottom = self._bottom(images) if self._memo is None else self._memo(images)
+        if self.chain is None:
+            return bottom
+        x, frozen = bottom[0], bottom[1:]
+        _, levels = self.chain.run(
+            x, self.chain.level_ends[self.boundary] + 1, self.chain.level_ends[-1] + 1
+        )
+        trained = self._pool([levels.get(i) for i in range(len(self.chain.level_ends))],
+                             only=range(self.boundary + 1, len(self.chain.level_ends)))
+        return frozen + trained
 
-    def _pool(self, images: torch.Tensor) -> list[torch.Tensor]:
-        features = self.backbone(images)
+    @torch.no_grad()
+    def _bottom(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen bottom: [boundary activations] + pooled vectors of the frozen stages."""
+        if self.chain is None:
+            return self._pool(self.backbone(images))
+        x, levels = self.chain.run(images, 0, self.chain.level_ends[self.boundary] + 1)
+        frozen = self._pool([levels.get(i) for i in range(len(self.chain.level_ends))],
+                            only=range(self.boundary + 1))
+        return [x, *frozen]
+
+    def _pool(
+        self, features: list[torch.Tensor | None], only: range | None = None
+    ) -> list[torch.Tensor]:
         vectors = []
         for pool, idx in zip(self.pools, self.stages, strict=True):
+            if only is not None and idx not in only:
+                continue
             fmap = features[idx]
             if fmap.ndim == 3:  # tokens (B, N, C)
                 fmap = fmap.transpose(1, 2).unsqueeze(-1)

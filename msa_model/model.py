@@ -51,6 +51,15 @@ class MSAModel(nn.Module):
     def num_scales(self) -> int:
         return self.image.num_scales
 
+    def frozen_state_keys(self) -> set[str]:
+        """State-dict keys of the towers' frozen parts (never trained, rebuilt from config)."""
+        keys: set[str] = set()
+        for prefix, tower in (("image.", self.image), ("text.", self.text)):
+            for module_name, module in tower.frozen_modules():
+                stem = f"{prefix}{module_name}."
+                keys.update(stem + key for key in module.state_dict())
+        return keys
+
     def tokenize(self, captions: list[str]) -> dict[str, torch.Tensor]:
         """Batched fast tokenization to ``input_ids`` and ``attention_mask``.
 

@@ -22,7 +22,7 @@ from tokenizers import (
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from msa_model.config import TextTowerConfig
-from msa_model.weights import resolve_resource
+from msa_model.weights import RemoteCodeRefusedError, resolve_resource
 
 __all__ = ["train_wordpiece", "load_tokenizer", "tokenizer_from_json", "build_tokenizer"]
 
@@ -76,7 +76,14 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     if path.is_file():
         return tokenizer_from_json(path.read_text())
     try:
-        return AutoTokenizer.from_pretrained(str(path) if path.is_dir() else name_or_path)
+        return AutoTokenizer.from_pretrained(
+            str(path) if path.is_dir() else name_or_path, trust_remote_code=False
+        )
+    except ValueError as exc:  # auto_map to a .py in the folder: never run, refused
+        raise RemoteCodeRefusedError(
+            f"tokenizer {name_or_path!r} asks to run its own Python code (auto_map in its "
+            f"config); msa never runs code from a model folder: {str(exc).splitlines()[0]}"
+        ) from exc
     except OSError as exc:
         raise FileNotFoundError(
             f"tokenizer {name_or_path!r} is neither a local file/directory nor in the Hugging "

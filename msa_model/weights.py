@@ -22,6 +22,7 @@ from msa_model.config import ConfigError
 
 __all__ = [
     "PKG_SCHEME",
+    "RemoteCodeRefusedError",
     "WeightsNotFoundError",
     "backbone_state_dict",
     "check_loaded",
@@ -36,6 +37,10 @@ _SKIPPED = "num_batches_tracked"  # BatchNorm counters: not weights, absent from
 
 class WeightsNotFoundError(FileNotFoundError):
     """Pretrained weights are not available offline; the message says how to provide them."""
+
+
+class RemoteCodeRefusedError(PermissionError):
+    """A model or tokenizer folder asks to run its own Python code; msa never does."""
 
 
 def resolve_resource(spec: str, key: str) -> str:

@@ -72,10 +72,13 @@ def test_cached_towers_give_the_uncached_outputs() -> None:
     assert cached.image.proj[0].weight.grad is not None
 
 
-@pytest.mark.parametrize("section,key", [("image", "freeze_backbone"), ("text", "freeze")])
+@pytest.mark.parametrize(
+    "section,key", [("image", "trainable_stages"), ("text", "trainable_layers")]
+)
 def test_cache_needs_a_frozen_tower(section: str, key: str) -> None:
     raw = {**TINY_MODEL, section: {**TINY_MODEL.get(section, {}), "cache_frozen": True}}
-    with pytest.raises(ConfigError, match=f"model.{section}.cache_frozen: needs {key}: true"):
+    message = f"model.{section}.cache_frozen: needs a frozen part .{key}"
+    with pytest.raises(ConfigError, match=message):
         from_dict(ModelConfig, raw, "model")
 
 
@@ -105,6 +108,6 @@ def test_memo_on_disk_is_shared_by_the_next_run(tmp_path) -> None:
     fresh = MSAModel(model.cfg, model.tokenizer)  # other weights: another file, nothing reused
     fresh.image.pooled(images)
     assert len(fresh.image._memo) == 2 and fresh.image._memo.path != again.image._memo.path
-    again.image._memo.fn = fresh.image._pool
+    again.image._memo.fn = fresh.image._bottom
     again.load_state_dict(fresh.state_dict())  # new weights empty the memo
     torch.testing.assert_close(again.image.pooled(images), fresh.image.pooled(images))
