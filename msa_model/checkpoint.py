@@ -3,7 +3,7 @@
 A checkpoint is a folder::
 
     meta.json       JSON facts (below)
-    model.pt        the model's state dict
+    model.pt        the model's state dict, less the frozen towers it references (below)
     optimizer.pt    the training state to resume from (absent in a weights-only checkpoint):
                     {"optimizer", "scheduler", "scaler", "loss", "epoch"}
     tokenizer/      the tokenizer (``save_pretrained``)
@@ -15,10 +15,20 @@ A checkpoint is a folder::
 Face config, so nothing is downloaded). A meta without ``format_version`` is version 1 (the
 field came later; the layout is the same).
 
+Frozen towers by reference (version 2): the frozen part of a tower
+(:meth:`~msa_model.model.MSAModel.frozen_state_keys`) that loads from a weights source
+(``model.image.weights_file`` or ``pretrained``, ``model.text.name``) is not stored in
+``model.pt``; ``frozen_towers`` in the meta names, per tower, its ``source``, the number of
+``tensors`` left out and their ``digest`` (:func:`state_digest`). A reader rebuilds the model
+from ``experiment.model`` (the towers load from their source, offline), refuses a tower whose
+digest differs, then loads ``model.pt`` over it, strictly. A frozen tower without a source
+(random init) is stored as before, and a checkpoint that references nothing is version 1.
+
 A weights-only model (:func:`save_model_package`, what ``msa export --model`` ships) is the same
 folder with ``model.safetensors`` instead of ``model.pt``, no ``optimizer.pt``, ``kind: model``
 and no ``history`` in its meta, and ``experiment.yaml`` (its experiment, runnable by
-``msa train``); every reader here takes both.
+``msa train``); it is always self-contained (frozen towers included, no ``frozen_towers``).
+Every reader here takes both.
 
 Tensors are loaded with ``torch.load(weights_only=True)``: nothing is unpickled, so a checkpoint
 from an untrusted source cannot run code.
@@ -26,8 +36,10 @@ from an untrusted source cannot run code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,23 +50,29 @@ from transformers import PreTrainedTokenizerBase
 from msa_model.tokenizer import load_tokenizer
 
 if TYPE_CHECKING:
+    from msa_model.config import ModelConfig
     from msa_model.model import MSAModel
 
 __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "checkpoint_meta",
+    "complete_state",
+    "referenced_towers",
     "save_checkpoint",
     "read_checkpoint_meta",
     "load_model_state",
     "load_training_state",
     "restore_model",
     "save_model_package",
+    "state_digest",
     "STATE_FILE",
 ]
 
-FORMAT_VERSION = 1
-READABLE_VERSIONS = (1,)
+FORMAT_VERSION = 2  # written when the checkpoint references frozen towers; else 1
+READABLE_VERSIONS = (1, 2)
+FROZEN_KEY = "frozen_towers"  # the meta's frozen tower references
+TOWERS = ("image", "text")
 MODEL_FILE = "model.pt"
 STATE_FILE = "optimizer.pt"
 WEIGHTS_FILE = "model.safetensors"  # a weights-only model's tensors
@@ -72,7 +90,6 @@ def checkpoint_meta(
 ) -> dict[str, Any]:
     """The meta of the checkpoint after ``epoch``; ``history[-1]`` is that epoch's report."""
     return {
-        "format_version": FORMAT_VERSION,
         "epoch": epoch,
         "metrics": history[-1] if history else {},
         "history": history,
@@ -87,6 +104,7 @@ def save_checkpoint(
     tokenizer: PreTrainedTokenizerBase,
     meta: dict[str, Any],
     training_state: dict[str, Any] | None = None,
+    reference_frozen: bool = True,
 ) -> Path:
     """Write a checkpoint folder (created); returns it.
 
@@ -94,18 +112,116 @@ def save_checkpoint(
         directory: Target folder.
         model: The (unwrapped) model.
         tokenizer: Its tokenizer.
-        meta: From :func:`checkpoint_meta` (``format_version`` is stamped when missing).
+        meta: From :func:`checkpoint_meta` (``format_version`` is set here).
         training_state: State dicts to resume from (optimizer, scheduler, scaler, loss, epoch).
+        reference_frozen: Leave the frozen towers that have a weights source out of
+            ``model.pt`` and reference them in the meta (False: store every tensor).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), directory / MODEL_FILE)
+    state = model.state_dict()
+    towers = referenced_towers(model) if reference_frozen else {}
+    references = {
+        tower: {"source": source, "tensors": len(keys), "digest": state_digest(state, keys)}
+        for tower, (source, keys) in towers.items()
+    }
+    for _, keys in towers.values():
+        for key in keys:
+            del state[key]  # in place: the state dict keeps its _metadata (module versions)
+    torch.save(state, directory / MODEL_FILE)
     if training_state is not None:
         torch.save(training_state, directory / STATE_FILE)
     tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
-    meta = {"format_version": FORMAT_VERSION, **meta}
+    meta = {k: v for k, v in meta.items() if k != FROZEN_KEY}
+    meta["format_version"] = FORMAT_VERSION if references else 1
+    if references:
+        meta[FROZEN_KEY] = references
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     return directory
+
+
+def tower_source(model_cfg: ModelConfig, tower: str) -> dict[str, Any] | None:
+    """Where ``tower``'s pretrained weights come from (config values), None for random init."""
+    if tower == "image":
+        image = model_cfg.image
+        if image.weights_file is not None:
+            return {"backbone": image.backbone, "weights_file": image.weights_file}
+        return {"backbone": image.backbone, "pretrained": True} if image.pretrained else None
+    name = model_cfg.text.name
+    return {"name": name} if name is not None else None
+
+
+def referenced_towers(model: nn.Module) -> dict[str, tuple[dict[str, Any], set[str]]]:
+    """Per tower: its weights source and the frozen state keys a checkpoint references.
+
+    Only frozen parts of towers that load from a source are referenced; a frozen random-init
+    tower has nothing to be rebuilt from and is stored.
+    """
+    frozen_keys = getattr(model, "frozen_state_keys", None)
+    if frozen_keys is None:
+        return {}
+    frozen = frozen_keys()
+    towers = {}
+    for tower in TOWERS:
+        keys = {key for key in frozen if key.startswith(f"{tower}.")}
+        source = tower_source(model.cfg, tower)
+        if keys and source is not None:
+            towers[tower] = (source, keys)
+    return towers
+
+
+def state_digest(state: Mapping[str, torch.Tensor], keys: Iterable[str]) -> str:
+    """SHA-256 over ``keys`` (sorted), each with its dtype, shape and tensor bytes.
+
+    SHA-256 rather than BLAKE2: with the CPU's SHA instructions it hashes the ~100 MB of the
+    lite preset's towers in ~0.2 s, 2.7x faster (measured here).
+    """
+    digest = hashlib.sha256()
+    for key in sorted(keys):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def complete_state(
+    model: nn.Module,
+    stored: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    where: str | Path,
+) -> dict[str, torch.Tensor]:
+    """``stored`` plus the referenced frozen tensors of ``model`` (rebuilt from the source).
+
+    Raises:
+        CheckpointError: a referenced tower's tensors differ from the checkpoint's (digest), or
+            ``stored`` lacks other tensors of that tower.
+    """
+    references = meta.get(FROZEN_KEY) or {}
+    if not references:
+        return stored
+    own = model.state_dict()
+    full = dict(stored)
+    for tower, ref in references.items():
+        keys = [key for key in own if key.startswith(f"{tower}.") and key not in stored]
+        if len(keys) != ref["tensors"]:
+            raise CheckpointError(
+                f"{where}: {MODEL_FILE} lacks {len(keys)} tensors of the {tower} tower, but the "
+                f"checkpoint references {ref['tensors']} frozen ones (source "
+                f"{_describe(ref['source'])}); a corrupt checkpoint or another model's"
+            )
+        digest = state_digest(own, keys)
+        if digest != ref["digest"]:
+            raise CheckpointError(
+                f"{where}: the frozen {tower} tower loaded from {_describe(ref['source'])} is not "
+                f"the one this checkpoint was trained with: digest {digest}, checkpoint "
+                f"{ref['digest']}; restore the original weights or retrain"
+            )
+        full.update((key, own[key]) for key in keys)
+    return full
+
+
+def _describe(source: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in source.items())
 
 
 def read_checkpoint_meta(directory: str | Path) -> dict[str, Any]:
@@ -165,20 +281,30 @@ def _load_tensors(path: Path, map_location: str | torch.device) -> Any:
 def restore_model(
     directory: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[MSAModel, dict[str, Any]]:
-    """Rebuild a model from a checkpoint folder alone (no downloads, no unpickling).
+    """Rebuild a model from a checkpoint folder (no downloads, no unpickling).
+
+    Towers the checkpoint stores are built randomly and loaded from it; frozen towers it
+    references load from their source (offline) and must match its digest.
 
     Returns the model in eval mode on ``device`` and the checkpoint's meta.
+
+    Raises:
+        CheckpointError: a referenced frozen tower differs from the one trained with.
     """
     from msa_model.config import ModelConfig, from_dict
     from msa_model.model import MSAModel
 
     meta = read_checkpoint_meta(directory)
+    references = meta.get(FROZEN_KEY) or {}
     model_cfg = from_dict(ModelConfig, meta["experiment"]["model"], "model")
-    model_cfg.image.pretrained, model_cfg.image.weights_file = False, None
-    model_cfg.text.name, model_cfg.text.config = None, dict(meta["text_encoder_config"])
+    if "image" not in references:
+        model_cfg.image.pretrained, model_cfg.image.weights_file = False, None
+    if "text" not in references:
+        model_cfg.text.name, model_cfg.text.config = None, dict(meta["text_encoder_config"])
     tokenizer = load_tokenizer(str(Path(directory) / TOKENIZER_DIR))
     model = MSAModel(model_cfg, tokenizer)
-    model.load_state_dict(load_model_state(directory, device))
+    stored = load_model_state(directory, device)
+    model.load_state_dict(complete_state(model, stored, meta, directory))
     return model.to(device).eval(), meta
 
 
@@ -205,8 +331,9 @@ def save_model_package(
         directory: Target folder.
         model: The (unwrapped) model.
         tokenizer: Its tokenizer.
-        meta: A checkpoint's meta; ``history`` is dropped, ``kind: model`` added, and its
-            ``experiment`` is also written as ``experiment.yaml``.
+        meta: A checkpoint's meta; ``history`` and frozen tower references are dropped (every
+            tensor is written), ``kind: model`` added, and its ``experiment`` is also written
+            as ``experiment.yaml``.
     """
     import yaml
     from safetensors.torch import save_file
@@ -217,8 +344,8 @@ def save_model_package(
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
     tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
-    meta = {**{k: v for k, v in meta.items() if k != "history"}, "kind": "model"}
-    meta["format_version"] = FORMAT_VERSION
+    meta = {**{k: v for k, v in meta.items() if k not in ("history", FROZEN_KEY)}, "kind": "model"}
+    meta["format_version"] = 1  # self-contained: what every reader takes
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     (directory / EXPERIMENT_FILE).write_text(
         yaml.safe_dump(meta["experiment"], sort_keys=False, allow_unicode=True)

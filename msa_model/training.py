@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from msa_model.checkpoint import (
     CheckpointError,
     checkpoint_meta,
+    complete_state,
     load_model_state,
     load_training_state,
     read_checkpoint_meta,
@@ -104,18 +105,24 @@ def build(spec: RunSpec, session: LoopSession) -> LoopState:
 
 
 def resume(state: LoopState, directory: str) -> None:
-    """Load a checkpoint's model, training state and history into ``state``."""
+    """Load a checkpoint's model, training state and history into ``state``.
+
+    Frozen towers the checkpoint references stay as ``build`` loaded them from their source,
+    after their digest is checked against the checkpoint's (a CheckpointError when it differs).
+    """
     training = load_training_state(directory)
     if training is None:
         raise CheckpointError(f"{directory}: holds no training state to resume from")
-    state.model.load_state_dict(load_model_state(directory))
+    meta = read_checkpoint_meta(directory)
+    stored = load_model_state(directory)
+    state.model.load_state_dict(complete_state(state.model, stored, meta, directory))
     state.optimizer.load_state_dict(training["optimizer"])
     state.scheduler.load_state_dict(training["scheduler"])
     state.scaler.load_state_dict(training["scaler"])
     if "loss" in training:  # checkpoints before learnable loss parameters have none
         state.loss_fn.load_state_dict(training["loss"])
     state.start_epoch = int(training["epoch"])
-    state.history = read_checkpoint_meta(directory).get("history", [])[: state.start_epoch]
+    state.history = meta.get("history", [])[: state.start_epoch]
 
 
 def run_epoch(state: LoopState, spec: RunSpec, session: LoopSession, epoch: int) -> dict[str, Any]:

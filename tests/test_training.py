@@ -61,7 +61,9 @@ def test_resumed_run_trains_like_the_uninterrupted_one(synth_data: Path, tmp_pat
         assert again[1][key] == pytest.approx(history[1][key], abs=1e-6), key
 
     meta = read_checkpoint_meta(tmp_path / "full" / "epoch2")
-    assert meta["format_version"] == FORMAT_VERSION and meta["epoch"] == 2
+    # random-init towers: every tensor stored, a version every reader takes (FORMAT_VERSION
+    # only when frozen towers are referenced: tests/test_checkpoint_reference.py)
+    assert meta["format_version"] == 1 < FORMAT_VERSION and meta["epoch"] == 2
     assert [row["epoch"] for row in meta["history"]] == [1, 2]
     assert meta["experiment"]["train"]["epochs"] == 2
     scores = evaluate_checkpoint(tmp_path / "full" / "epoch2", ["val"], device="cpu")

@@ -2,7 +2,9 @@
 
 The folder (:func:`msa_model.checkpoint.save_model_package`) holds ``model.safetensors``, the
 tokenizer, ``meta.json`` (the text encoder's config, the run's metrics and where it came from)
-and ``experiment.yaml`` (the run's experiment); no optimizer state.
+and ``experiment.yaml`` (the run's experiment); no optimizer state. It is self-contained: the
+frozen towers a checkpoint only references (by source and digest) are loaded from their source,
+checked, and written with the rest.
 """
 
 from __future__ import annotations
