@@ -80,7 +80,8 @@ class TextTower(nn.Module):
         hidden = self.encoder.config.hidden_size
         self.global_proj = nn.Linear(hidden, embed_dim) if hidden != embed_dim else nn.Identity()
         self.token_proj = nn.Linear(hidden, embed_dim) if hidden != embed_dim else nn.Identity()
-        self.layers = _layers(self.encoder)
+        layers = _layers(self.encoder)  # a plain list: a ModuleList attribute would put every
+        self.layers = list(layers) if layers is not None else None  # layer twice in state_dict
         count = len(self.layers) if self.layers is not None else None
         self.split = None  # index of the first trained layer, when the encoder is cut
         if cfg.trainable not in ("all", 0) and (count is None or cfg.trainable < count):
