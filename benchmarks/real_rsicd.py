@@ -3,9 +3,11 @@
     python -m benchmarks.real_rsicd --suite global      # issue 16: global loss forms, +/- MSA
     python -m benchmarks.real_rsicd --suite ablation    # issue 11: reference vs ours vs switches
     python -m benchmarks.real_rsicd --suite tuned --winner results/rsicd_lite/best_config.yaml
+    python -m benchmarks.real_rsicd --suite finetune    # issue 19: frozen vs top-K, +/- MSA
 
 Every variant is ``search_spaces/rsicd_lite.yaml`` (frozen, memoised EfficientNet-Lite0 +
-MiniLM-L6) with a few dotted keys changed, trained with the one training loop
+MiniLM-L6; the finetune suite: ``rsicd_finetune.yaml``, the top of the towers trained) with a
+few dotted keys changed, trained with the one training loop
 (:func:`msa_model.training.fit`) for each seed; the table gives the best validation mR per run
 (mean, std, 95% t-interval over seeds), the paired difference to the suite's first variant,
 collapse verdicts, epoch time and samples/s. Skips with a message when ``rsicd_dev`` or the
@@ -47,14 +49,16 @@ REFERENCE = {  # the authors' computation (issue 11), on the preset's towers
     "optim.decay_norms_and_biases": True,
     "data.resize": "bilinear",
 }
+FROZEN = {"model.image.trainable_stages": 0, "model.text.trainable_layers": 0}
+INFONCE_ONLY = {**ONLY_GLOBAL, "loss.global_loss": "infonce"}
 RANDOM_INIT = {  # small trained towers from random init, as the demo's, at 96 px
     "model.image.backbone": "resnet10t",
     "model.image.weights_file": None,
     "model.image.weights_remap": False,
-    "model.image.freeze_backbone": False,
+    "model.image.trainable_stages": "all",
     "model.image.cache_frozen": False,
     "model.text.name": None,
-    "model.text.freeze": False,
+    "model.text.trainable_layers": "all",
     "model.text.cache_frozen": False,
     "model.embed_dim": 128,
     "model.mscmat.num_heads": 4,
@@ -87,7 +91,24 @@ SUITES: dict[str, dict[str, dict[str, Any]]] = {
         "baseline (paper loss settings)": {},
         "random-init towers, 96 px": RANDOM_INIT,
     },
+    "finetune": {
+        "frozen, InfoNCE": {**FROZEN, **INFONCE_ONLY},
+        "frozen, InfoNCE + MSA (paper)": {**FROZEN, "loss.global_loss": "infonce"},
+        "text top 2, InfoNCE": INFONCE_ONLY,
+        "text top 2, InfoNCE + MSA (paper)": {"loss.global_loss": "infonce"},
+    },
 }
+PRESETS = {"finetune": "rsicd_finetune.yaml"}  # the others: rsicd_lite.yaml
+PAIRS = {  # (a, b): a - b, paired by seed, on val and on the carved test split
+    "finetune": [
+        ("text top 2, InfoNCE", "frozen, InfoNCE"),
+        ("text top 2, InfoNCE + MSA (paper)", "frozen, InfoNCE + MSA (paper)"),
+        ("frozen, InfoNCE + MSA (paper)", "frozen, InfoNCE"),
+        ("text top 2, InfoNCE + MSA (paper)", "text top 2, InfoNCE"),
+    ],
+}
+MSA_KEYS = ("model.image.num_scales", "loss.lambda_mscma", "loss.lambda_csmmc",
+            "loss.mscma_temperature", "loss.csmmc_temperature")
 
 
 def variant_experiment(preset: dict[str, Any], values: dict[str, Any], seed: int) -> Experiment:
@@ -107,9 +128,12 @@ def _run(job: tuple[str, dict[str, Any], dict[str, Any], int, int]) -> dict[str,
     torch.set_num_threads(threads)
     exp = variant_experiment(preset, values, seed)
     began = time.perf_counter()
-    _, history = fit(exp.spec())
+    model, history = fit(exp.spec())
     best = max(history, key=lambda row: row["val_mr"])
+    test = _test_mr(model, exp) if exp.data.test_fraction > 0 else None
     return {
+        "test_mr": test,
+        "last_val_mr": history[-1]["val_mr"],
         "variant": name,
         "seed": seed,
         "best_val_mr": best["val_mr"],
@@ -122,26 +146,30 @@ def _run(job: tuple[str, dict[str, Any], dict[str, Any], int, int]) -> dict[str,
     }
 
 
-def warm_cache(preset: dict[str, Any]) -> None:
-    """One pass of the frozen towers over every image and caption, written to the memo files."""
+def _test_mr(model: Any, exp: Experiment) -> float:
+    """mR of the trained (last-epoch) model on the carved test split, read once per run."""
     import torch
 
     from msa_model.data import ImageStore
-    from msa_model.evaluation import eval_set
-    from msa_model.pipeline import build_model, load_splits
+    from msa_model.evaluation import eval_set, evaluate
+    from msa_model.pipeline import load_splits
 
-    spec = variant_experiment(preset, {}, 0).spec()
-    splits = load_splits(spec.data)
-    store = ImageStore.from_config(spec.data)
-    model = build_model(spec.model, splits["train"]).eval()
-    with torch.no_grad():
-        for split in ("train", "val"):
-            view = eval_set(splits[split], spec.data, store)
-            for batch in view.loader(64):
-                model.image.pooled(batch["images"])
-            for start in range(0, len(view.captions), 128):
-                model.text(**model.tokenize(view.captions[start : start + 128]))
-    model.eval()  # writes the memo files
+    test = load_splits(exp.data)["test"]
+    view = eval_set(test, exp.data, ImageStore.from_config(exp.data))
+    return evaluate(model, view, torch.device("cpu"), exp.train.eval_batch_size)["mr"]
+
+
+def warm_cache(preset: dict[str, Any], variants: dict[str, dict[str, Any]]) -> None:
+    """The memo of every frozen bottom the variants train on, built once (msa_model.warm)."""
+    from msa_model.warm import warm_memo
+
+    done = set()
+    for values in variants.values():
+        spec = variant_experiment(preset, values, 0).spec()
+        bottom = (spec.model.image.trainable, spec.model.text.trainable)
+        if bottom not in done:
+            done.add(bottom)
+            warm_memo(spec, log=lambda line: print(f"[bench] {line}", flush=True))
 
 
 def _table(runs: list[dict[str, Any]], order: list[str], chance: float) -> list[dict[str, Any]]:
@@ -167,6 +195,37 @@ def _table(runs: list[dict[str, Any]], order: list[str], chance: float) -> list[
     return rows
 
 
+def _pairs(
+    runs: list[dict[str, Any]], pairs: list[tuple[str, str]], test: list[Any]
+) -> list[dict[str, Any]]:
+    """Each (a, b) of ``pairs``: a - b paired by seed, best val mR and last-epoch test mR;
+    printed with the test gallery's size and chance."""
+    if not pairs:
+        return []
+    chance = chance_metrics([len(r.captions) for r in test])["mr"]
+    print(f"\ncarved test split: {len(test)} images, {sum(len(r.captions) for r in test)} "
+          f"captions, chance mR {chance:.3f}; each run's last epoch, read once")
+    print("| variant | test mR, mean [95% CI] |\n|---|---|")
+    names = list(dict.fromkeys(r["variant"] for r in runs))
+    for name in names:
+        mine = [r["test_mr"] for r in runs if r["variant"] == name]
+        print(f"| {name} | {_fmt(summarize(mine))} |")
+    print("| a - b (paired by seed) | val mR diff [95% CI] | test mR diff [95% CI] |")
+    print("|---|---|---|")
+    out = []
+    for a, b in pairs:
+        by_seed = {n: {r["seed"]: r for r in runs if r["variant"] == n} for n in (a, b)}
+        seeds = sorted(by_seed[a].keys() & by_seed[b].keys())
+        diff = {
+            key: paired_difference([by_seed[a][s][key] for s in seeds],
+                                   [by_seed[b][s][key] for s in seeds])
+            for key in ("best_val_mr", "test_mr")
+        }
+        print(f"| {a} - {b} | {_fmt(diff['best_val_mr'])} | {_fmt(diff['test_mr'])} |")
+        out.append({"a": a, "b": b, "seeds": seeds, **diff})
+    return out
+
+
 def _fmt(summary: dict[str, Any] | None) -> str:
     if summary is None:
         return "-"
@@ -187,10 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     if not DATA.is_dir() or missing:
         print(f"real_rsicd: skipped: needs {DATA} and the pretrained extra (missing: {missing})")
         return 0
-    preset = load_yaml(SEARCH_SPACES / "rsicd_lite.yaml")
+    preset = load_yaml(SEARCH_SPACES / PRESETS.get(args.suite, "rsicd_lite.yaml"))
     preset["data"]["json"] = str(DATA / "dataset.json")
     preset["data"]["images"] = str(DATA / "images")
-    preset["data"]["test_fraction"] = 0.0  # no test read here: train on every non-val image
+    if args.suite not in PAIRS:
+        preset["data"]["test_fraction"] = 0.0  # no test read: train on every non-val image
     if args.epochs:
         preset["train"]["epochs"] = args.epochs
     variants = dict(SUITES[args.suite])
@@ -199,9 +259,16 @@ def main(argv: list[str] | None = None) -> int:
         searched = preset.get("search", {}).get("space", {})
         from workflows.experiment import get_dotted
 
-        variants["tuned winner"] = {key: get_dotted(tuned, key) for key in searched}
+        if args.suite == "finetune":  # the winner's MSA weights, frozen and trained on top
+            msa = {key: get_dotted(tuned, key) for key in MSA_KEYS}
+            variants["frozen, InfoNCE + MSA (searched)"] = {**FROZEN, **msa,
+                                                          "loss.global_loss": "infonce"}
+            variants["text top 2, InfoNCE + MSA (searched)"] = {**msa,
+                                                              "loss.global_loss": "infonce"}
+        else:
+            variants["tuned winner"] = {key: get_dotted(tuned, key) for key in searched}
     began = time.perf_counter()
-    warm_cache(preset)
+    warm_cache(preset, variants)
     print(f"[bench] frozen-tower memo ready in {time.perf_counter() - began:.0f} s", flush=True)
     seeds = [1 + i for i in range(args.seeds)]
     jobs = [(name, preset, values, seed, 1) for name, values in variants.items() for seed in seeds]
@@ -211,12 +278,13 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(run)
             print(f"[bench] {run['variant']} seed {run['seed']}: best val mR "
                   f"{run['best_val_mr']:.2f} (epoch {run['best_epoch']})", flush=True)
-    from msa_model.data import make_splits, read_karpathy
+    from msa_model.pipeline import load_splits
 
-    splits = make_splits(read_karpathy(preset["data"]["json"]), 0.1, 0)
+    splits = load_splits(variant_experiment(preset, {}, 0).data)
     val, n_train = splits["val"], len(splits["train"])
     chance = chance_metrics([len(r.captions) for r in val])["mr"]
     rows = _table(runs, list(variants), chance)
+    pairs = _pairs(runs, PAIRS.get(args.suite, []), splits["test"])
     print(f"\nrsicd_dev val: {len(val)} images, {sum(len(r.captions) for r in val)} captions, "
           f"chance mR {chance:.3f}; {args.seeds} seeds; {preset['train']['epochs']} epochs")
     print("| variant | best val mR, mean [95% CI] | x chance | paired diff vs first [95% CI] "
@@ -228,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['train_epoch_s']:.1f} | {n_train / row['train_epoch_s']:.0f} |")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"real_rsicd_{args.suite}.json"
-    path.write_text(json.dumps({"chance_mr": chance, "rows": rows, "runs": runs,
+    path.write_text(json.dumps({"chance_mr": chance, "rows": rows, "runs": runs, "pairs": pairs,
                                 "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                                 "cpus": os.cpu_count()}, indent=2))
     print(f"\n[bench] {path}, {time.perf_counter() - began:.0f} s")

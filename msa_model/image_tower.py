@@ -131,9 +131,7 @@ class ImageTower(nn.Module):
         self._keep_frozen()
         self._memo = None
         if cfg.cache_frozen:
-            extra = ["image", self.stages, self.pools]
-            if self.chain is not None:
-                extra.append(f"boundary {self.boundary}")  # K = 0 keeps the memo of before
+            extra = ["image bottom", self.boundary]
             frozen = [module for _, module in self.frozen_modules()]
             self._memo = FeatureMemo(self._bottom, frozen, cache_dir, extra)
 
@@ -172,43 +170,39 @@ class ImageTower(nn.Module):
 
     def pooled(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The S pooled stage vectors (B, C_s), shallow to deep, before any projection."""
-        if self.chain is None and self.boundary < 0:
-            return self._pool(self.backbone(images))
+        pairs = list(zip(self.stages, self.pools, strict=True))
+        if self.boundary < 0:
+            features = self.backbone(images)
+            return [self._pool(features[i], pool) for i, pool in pairs]
         bottom = self._bottom(images) if self._memo is None else self._memo(images)
-        if self.chain is None:
-            return bottom
-        x, frozen = bottom[0], bottom[1:]
-        _, levels = self.chain.run(
-            x, self.chain.level_ends[self.boundary] + 1, self.chain.level_ends[-1] + 1
-        )
-        trained = self._pool([levels.get(i) for i in range(len(self.chain.level_ends))],
-                             only=range(self.boundary + 1, len(self.chain.level_ends)))
-        return frozen + trained
+        top: dict[int, torch.Tensor] = {}
+        if self.chain is not None:
+            start = self.chain.level_ends[self.boundary] + 1
+            _, top = self.chain.run(bottom[0], start, self.chain.level_ends[-1] + 1)
+            bottom = bottom[1:]
+        return [
+            bottom[2 * i + (pool == "avg")] if i <= self.boundary else self._pool(top[i], pool)
+            for i, pool in pairs
+        ]
 
     @torch.no_grad()
     def _bottom(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The frozen bottom: [boundary activations] + pooled vectors of the frozen stages."""
+        """The frozen bottom's outputs: the activations where the trained top begins (when it
+        does), then the max- and the avg-pooled vector of every frozen level (whatever the
+        selected stages, so that every ``num_scales`` shares one memo)."""
         if self.chain is None:
-            return self._pool(self.backbone(images))
-        x, levels = self.chain.run(images, 0, self.chain.level_ends[self.boundary] + 1)
-        frozen = self._pool([levels.get(i) for i in range(len(self.chain.level_ends))],
-                            only=range(self.boundary + 1))
-        return [x, *frozen]
+            head, features = [], list(self.backbone(images))
+        else:
+            x, levels = self.chain.run(images, 0, self.chain.level_ends[self.boundary] + 1)
+            head, features = [x], [levels[i] for i in range(self.boundary + 1)]
+        return head + [self._pool(f, pool) for f in features for pool in ("max", "avg")]
 
-    def _pool(
-        self, features: list[torch.Tensor | None], only: range | None = None
-    ) -> list[torch.Tensor]:
-        vectors = []
-        for pool, idx in zip(self.pools, self.stages, strict=True):
-            if only is not None and idx not in only:
-                continue
-            fmap = features[idx]
-            if fmap.ndim == 3:  # tokens (B, N, C)
-                fmap = fmap.transpose(1, 2).unsqueeze(-1)
-            elif self.channels_last_output:
-                fmap = fmap.permute(0, 3, 1, 2)
-            vectors.append(fmap.amax(dim=(2, 3)) if pool == "max" else fmap.mean(dim=(2, 3)))
-        return vectors
+    def _pool(self, fmap: torch.Tensor, pool: str) -> torch.Tensor:
+        if fmap.ndim == 3:  # tokens (B, N, C)
+            fmap = fmap.transpose(1, 2).unsqueeze(-1)
+        elif self.channels_last_output:
+            fmap = fmap.permute(0, 3, 1, 2)
+        return fmap.amax(dim=(2, 3)) if pool == "max" else fmap.mean(dim=(2, 3))
 
     def embed(self, pooled: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Project the pooled vectors: ``(global_embed (B, d), scales (S, B, d))``."""

@@ -35,6 +35,15 @@ Resize = Literal["bicubic", "bilinear"]
 _FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
+def _flip_rotate(x: torch.Tensor, hflip: bool, vflip: bool, k: int) -> torch.Tensor:
+    """``x`` (C, H, W) flipped left-right, then top-bottom, then rotated k quarter turns."""
+    if hflip:
+        x = x.flip(2)
+    if vflip:
+        x = x.flip(1)
+    return x.rot90(k, dims=(1, 2)) if k else x
+
+
 class ImageTransform:
     """PIL image -> normalised float tensor (3, size, size), with optional random flips/rot90.
 
@@ -64,19 +73,31 @@ class ImageTransform:
 
     def __call__(self, image: Image.Image,
                  generator: torch.Generator | None = None) -> torch.Tensor:
+        x = self._pixels(image)
+        hflip = "hflip" in self.augment and bool(torch.rand((), generator=generator) < 0.5)
+        vflip = "vflip" in self.augment and bool(torch.rand((), generator=generator) < 0.5)
+        k = int(torch.randint(4, (), generator=generator)) if "rot90" in self.augment else 0
+        return self._normalize(_flip_rotate(x, hflip, vflip, k))
+
+    def variants(self, image: Image.Image) -> list[torch.Tensor]:
+        """Every distinct tensor the augmentations can make of ``image`` (8 with all three)."""
+        x = self._pixels(image)
+        seen: dict[bytes, torch.Tensor] = {}
+        for hflip in (False, True) if "hflip" in self.augment else (False,):
+            for vflip in (False, True) if "vflip" in self.augment else (False,):
+                for k in range(4) if "rot90" in self.augment else (0,):
+                    flipped = _flip_rotate(x, hflip, vflip, k)
+                    seen.setdefault(flipped.contiguous().numpy().tobytes(), flipped)
+        return [self._normalize(v) for v in seen.values()]
+
+    def _pixels(self, image: Image.Image) -> torch.Tensor:
         if image.mode != "RGB":
             image = image.convert("RGB")
         if image.size != (self.size, self.size):
             image = image.resize((self.size, self.size), _FILTERS[self.resize])
-        x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-        if "hflip" in self.augment and torch.rand((), generator=generator) < 0.5:
-            x = x.flip(2)
-        if "vflip" in self.augment and torch.rand((), generator=generator) < 0.5:
-            x = x.flip(1)
-        if "rot90" in self.augment:
-            k = int(torch.randint(4, (), generator=generator))
-            if k:
-                x = x.rot90(k, dims=(1, 2))
+        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.empty(x.shape, dtype=torch.float32)  # one contiguous copy, then in place:
         out.copy_(x)  # the same values as (x.float() / 255 - mean) / std, 2-4x faster
         return out.div_(255.0).sub_(self.mean).div_(self.std)

@@ -26,6 +26,7 @@ from workflows.runtime.cluster import check_feasible, connect
 from workflows.runtime.fatal import run_once
 from workflows.runtime.final import run_final
 from workflows.runtime.launch import storage_root
+from workflows.runtime.memo import warm_memos
 from workflows.runtime.records import collect_records, unfinished_trials
 from workflows.runtime.reporter import progress_reporter, reporter_output
 from workflows.runtime.searcher import make_scheduler, make_searcher, study_storage
@@ -290,6 +291,7 @@ def _search(
     restore = _prepare_dir(out, exp, resume, more, root)
     connect(address, num_cpus=num_cpus)
     check_feasible(exp, trains_in_trial(exp))
+    warm_memos(exp)
     runs = _tune_runs(root) if restore else [TUNE_DIR]
     tuner, name = _tuner(exp, out, root, runs, restore, more)
     if not (restore and not more):
