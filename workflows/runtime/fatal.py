@@ -16,6 +16,7 @@ import pyarrow.fs
 from msa_model.checkpoint import CheckpointError
 from msa_model.config import ConfigError
 from msa_model.data import DatasetError
+from msa_model.weights import RemoteCodeRefusedError, WeightsNotFoundError
 
 __all__ = [
     "DETERMINISTIC",
@@ -26,7 +27,14 @@ __all__ = [
     "run_once",
 ]
 
-DETERMINISTIC = (ConfigError, DatasetError, CheckpointError, FloatingPointError)
+DETERMINISTIC = (
+    ConfigError,
+    DatasetError,
+    CheckpointError,
+    FloatingPointError,
+    WeightsNotFoundError,
+    RemoteCodeRefusedError,
+)
 RECORD = "failed.json"
 
 
