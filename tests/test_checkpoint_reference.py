@@ -42,11 +42,12 @@ def write_backbone(path: Path, seed: int) -> None:
     torch.save(net.state_dict(), path)
 
 
-def write_encoder(folder: Path, seed: int) -> None:
+def write_encoder(folder: Path, seed: int, layers: int = 1) -> None:
     """A random tiny BERT with its tokenizer, as a local model folder."""
     tokenizer = tokenizer_from_json(train_wordpiece(CAPTIONS * 4, 200).to_str())
     torch.manual_seed(seed)
-    BertModel(BertConfig(vocab_size=len(tokenizer), **TEXT)).save_pretrained(str(folder))
+    config = BertConfig(vocab_size=len(tokenizer), **{**TEXT, "num_hidden_layers": layers})
+    BertModel(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
 
 
@@ -140,6 +141,25 @@ def test_missing_trained_tensors_are_not_filled_from_the_source(
     del stored["image.proj.0.weight"]
     torch.save(stored, folder / "model.pt")
     with pytest.raises(CheckpointError, match="lacks .* tensors of the image tower"):
+        restore_model(folder)
+
+
+def test_partly_trained_towers_store_their_top(sources: dict, tmp_path: Path) -> None:
+    write_encoder(Path(sources["text"]["name"]), seed=1, layers=2)
+    image = {k: v for k, v in sources["image"].items() if k != "freeze_backbone"}
+    text = {k: v for k, v in sources["text"].items() if k != "freeze"}
+    raw = {**sources, "image": {**image, "trainable_stages": 1},
+           "text": {**text, "trainable_layers": 1}}
+    model = trained_model(raw)
+    frozen = model.frozen_state_keys()
+    folder = save(model, raw, tmp_path / "ckpt")
+    stored = load_model_state(folder)
+    assert not frozen & stored.keys()
+    assert any(k.startswith("image.backbone.") for k in stored)  # the trained top stage
+    assert any(k.startswith("text.encoder.") for k in stored)  # the trained top layer
+    assert_same_outputs(restore_model(folder)[0], model)
+    write_encoder(Path(sources["text"]["name"]), seed=2, layers=2)
+    with pytest.raises(CheckpointError, match="frozen text tower"):
         restore_model(folder)
 
 
