@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from msa_model.data import ImageStore, build_transform
+from msa_model.engine import seed_everything
 from msa_model.pipeline import build_model, load_splits
 from msa_model.spec import RunSpec
 
@@ -35,6 +36,7 @@ def warm_memo(
     image_on, text_on = model_cfg.image.cache_frozen, model_cfg.text.cache_frozen
     if model_cfg.frozen_cache_dir is None or not (image_on or text_on):
         return {}
+    seed_everything(spec.seed)  # as the run seeds it: random-init frozen weights are the same
     splits = load_splits(spec.data, spec.train_on_val)
     model = build_model(model_cfg, splits["train"]).eval()
     counts: dict[str, int] = {}
