@@ -1,10 +1,12 @@
-"""Fault injection: Ctrl-C and SIGKILL of ``msa tune`` at random points, then ``--resume``.
+"""Fault injection: Ctrl-C, SIGTERM and SIGKILL of ``msa tune`` at random points, then
+``--resume``.
 
 Each repetition runs a small search (``search_spaces/demo.yaml`` with tiny overrides: a small
 synthetic dataset, few epochs and trials, one final run) as ``msa tune`` in its own process
 group with its own local Ray cluster, and after a random delay sends the driver SIGINT (Ctrl-C:
-it must exit 130 with "rerun with --resume", before export and the final stage) or SIGKILL
-(the driver and its local cluster die at once, as on a lost machine). Then ``msa tune --resume``
+it must exit 130 with "rerun with --resume", before export and the final stage), SIGTERM (as
+``kill``, ``timeout`` or ``ray job stop`` send it: the same, with exit 143) or SIGKILL (the
+driver and its local cluster die at once, as on a lost machine). Then ``msa tune --resume``
 runs until the search and its final stage are done, and once more on the finished search.
 Checked for every repetition:
 
@@ -39,6 +41,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "faults"
+FAULTS = ("SIGINT", "SIGTERM", "SIGKILL")
+EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143}  # with "rerun with --resume"; SIGKILL: none
 TINY = [
     f"name={NAME}",
     "data.image_size=32",
@@ -164,7 +168,7 @@ def repetition(config: Path, work: Path, rng: random.Random, max_delay: float) -
     """One search with one fault at a random point, resumed to its end and checked."""
     results = work / "results"
     out = results / NAME
-    fault = rng.choice(["SIGINT", "SIGKILL"])
+    fault = rng.choice(FAULTS)
     delay = rng.uniform(2.0, max_delay)
     row: dict[str, Any] = {"fault": fault, "delay_s": round(delay, 1)}
     proc = start(config, results, work / "0.log")
@@ -173,8 +177,8 @@ def repetition(config: Path, work: Path, rng: random.Random, max_delay: float) -
         row["phase"] = "finished first"
     except subprocess.TimeoutExpired:
         row["phase"] = phase(work / "0.log")
-        if fault == "SIGINT":
-            proc.send_signal(signal.SIGINT)
+        if fault in EXIT_STATUS:
+            proc.send_signal(getattr(signal, fault))  # to the driver alone
             try:
                 proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
@@ -185,8 +189,9 @@ def repetition(config: Path, work: Path, rng: random.Random, max_delay: float) -
         kill_group(proc)
     row["exit"] = proc.returncode
     text = (work / "0.log").read_text(errors="replace")
-    if fault == "SIGINT" and row["phase"] != "finished first":
-        row["sigint_ok"] = proc.returncode == 130 and "rerun with --resume" in text
+    if fault in EXIT_STATUS and row["phase"] != "finished first":
+        row["signal_ok"] = proc.returncode == EXIT_STATUS[fault] and "rerun with --resume" in text
+        row["signal_ok"] = row["signal_ok"] and "Fatal Python error" not in text
     resumes = 0
     status = proc.returncode if row["phase"] == "finished first" else None
     while status != 0 and resumes < 3:
@@ -199,6 +204,8 @@ def repetition(config: Path, work: Path, rng: random.Random, max_delay: float) -
         row["errors"] = [f"did not finish: exit {status}: {tail}"]
         return row
     row.update(check(out))
+    if not row.get("signal_ok", True):
+        row["errors"].append(f"{fault}: exit {row['exit']}, expected {EXIT_STATUS[fault]} + hint")
     before = _snapshot(out)
     again = run(config, results, work / "again.log", "--resume")
     changed = _changes(before, _snapshot(out))
@@ -250,13 +257,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     ok = [r for r in rows if not r.get("errors")]
-    sigint = [r for r in rows if "sigint_ok" in r]
+    signalled = [r for r in rows if "signal_ok" in r]
     summary = {
         "reps": len(rows),
         "all_checks_held": len(ok),
-        "sigint": sum(r["fault"] == "SIGINT" for r in rows),
-        "sigkill": sum(r["fault"] == "SIGKILL" for r in rows),
-        "sigint_mid_run_exit_130": f"{sum(r['sigint_ok'] for r in sigint)}/{len(sigint)}",
+        **{fault.lower(): sum(r["fault"] == fault for r in rows) for fault in FAULTS},
+        "signal_mid_run_exit_ok": f"{sum(r['signal_ok'] for r in signalled)}/{len(signalled)}",
         "phases": {p: sum(r["phase"] == p for r in rows) for p in {r["phase"] for r in rows}},
         "resumes": sum(r["resumes"] for r in rows),
         "minutes": round((time.perf_counter() - began) / 60, 1),
