@@ -12,6 +12,12 @@ and ``a`` is a softmax-weighted sum of value rows, so the score is a softmax-wei
 ``value_l . (W_o^T u_i)`` per head. Nothing of shape (Bi, Bt, d) is ever built; the largest
 intermediate is (heads, Bi, Bt, L).
 
+That is the ``projected`` path. The ``folded`` one (the default while ``heads * Bi <= d + Bi``,
+as at batch 32) also folds the key/value projections and the key/value LayerNorm's affine into
+the image side, so all scales' logits and value terms come from one product of the image-side
+rows with the LayerNorm-ed real tokens (padding left out): at the rsicd_lite preset's shapes
+about 3x less work in forward + backward (see ``python -m benchmarks.msa_cost``).
+
 The reference code's variants are switches: ``text_global="normalized"`` adds the L2-normalised
 t(j); ``in_features`` gives MSCMAT its own per-scale projections of the pooled stage vectors;
 ``shared_norms`` uses one query and one key/value LayerNorm for all scales; ``init="reference"``
@@ -136,6 +142,12 @@ class MSCMAT(nn.Module):
             reference code's normal init.
     """
 
+    #: How :meth:`forward` computes the scores (the same numbers up to float rounding):
+    #: ``"folded"`` (:func:`_folded_scores`), ``"projected"`` (:func:`_projected_scores`, the
+    #: per-head path) or ``"auto"``, the cheaper of the two for the batch: folded while
+    #: ``num_heads * Bi <= embed_dim + Bi``. Tests and benchmarks set it on an instance.
+    path: Literal["auto", "folded", "projected"] = "auto"
+
     def __init__(self, embed_dim: int, num_scales: int, num_heads: int, dropout: float = 0.0,
                  mask_padding: bool = True, *,
                  text_global: Literal["raw", "normalized"] = "raw",
@@ -199,19 +211,109 @@ class MSCMAT(nn.Module):
         """
         _check_shapes(self, image_scales, text_tokens, text_global, text_mask)
         ignore = _key_padding(text_mask, self.mask_padding)
-        key_bias = None
-        if ignore is not None:
-            key_bias = torch.zeros(ignore.shape, dtype=text_tokens.dtype, device=ignore.device)
-            key_bias = key_bias.masked_fill(ignore, float("-inf"))
         images = self.image_vectors(image_scales)
         glob = self.text_context(text_global)
-        shared_kv = self.norm_kv(text_tokens) if self.shared_norms else None
-        logits = []
-        for s, head in enumerate(self.heads):
-            norm_q, norm_kv = self.norms(s)
-            kv = shared_kv if shared_kv is not None else norm_kv(text_tokens)
-            logits.append(head(images[s], norm_q(images[s]), kv, glob, key_bias))
-        return torch.sigmoid(torch.stack(logits))
+        n_img, heads = images[0].shape[0], self.heads[0].attn.num_heads
+        path = self.path
+        if path not in ("auto", "folded", "projected"):
+            raise ValueError(f"MSCMAT.path must be auto, folded or projected, got {path!r}")
+        if path == "auto":
+            path = "folded" if heads * n_img <= self.embed_dim + n_img else "projected"
+        if len({self.norms(s)[1].eps for s in range(self.num_scales)}) > 1:
+            path = "projected"  # the folded path normalises the tokens once, with one eps
+        fn = _folded_scores if path == "folded" else _projected_scores
+        return fn(self, images, text_tokens, glob, ignore)
+
+def _projected_scores(module: MSCMAT, images: list[Tensor], text_tokens: Tensor,
+                      glob: Tensor, ignore: Tensor | None) -> Tensor:
+    """Scores with keys and values projected once per caption token and scale.
+
+    Costs about ``2 S (Bt L) d^2`` multiply-adds for the projections (and as much again for
+    each of the two gradients). :meth:`MSCMAT.forward` takes this path when ``heads * Bi``
+    exceeds ``d + Bi``, where :func:`_folded_scores` would cost more.
+    """
+    key_bias = None
+    if ignore is not None:
+        key_bias = torch.zeros(ignore.shape, dtype=text_tokens.dtype, device=ignore.device)
+        key_bias = key_bias.masked_fill(ignore, float("-inf"))
+    shared_kv = module.norm_kv(text_tokens) if module.shared_norms else None
+    logits = []
+    for s, head in enumerate(module.heads):
+        norm_q, norm_kv = module.norms(s)
+        kv = shared_kv if shared_kv is not None else norm_kv(text_tokens)
+        logits.append(head(images[s], norm_q(images[s]), kv, glob, key_bias))
+    return torch.sigmoid(torch.stack(logits))
+
+
+def _folded_scores(module: MSCMAT, images: list[Tensor], text_tokens: Tensor, glob: Tensor,
+                   ignore: Tensor | None) -> Tensor:
+    """Scores with the key/value projections and the key/value LayerNorm's affine folded into
+    the image side, all scales in one matrix product over the real tokens.
+
+    With ``n`` a token normalised without affine, ``kv = n * gamma + beta`` and head h's rows
+    ``W_k[h]`` of the key projection, ``q_h . (W_k[h] kv + b_k[h]) = ((q_h W_k[h]) * gamma) . n +
+    (q_h W_k[h]) . beta + q_h . b_k[h]``, likewise for the value term ``r_h . v_h``. So the
+    (S, 2, heads, Bi) rows ``(q_h W_k[h]) * gamma`` times the normalised tokens, plus the
+    constants, give every attention logit and value term of every scale in one product of
+    ``2 S heads Bi x d x N`` (N the real tokens of the batch): ``N`` in place of ``Bt L`` and
+    ``heads Bi`` in place of ``d`` compared with :func:`_projected_scores`, and no gradient
+    through the tokens is needed for the LayerNorm's affine. (The key constants do not change a
+    softmax; they are kept so that the key bias gets its gradient, 0 up to rounding, as before.)
+    Padding tokens, whose attention weight is exactly zero, are left out of the product and only
+    positions some caption uses are kept (with attention dropout in training, all L positions, so
+    the dropout draws are those of :func:`_projected_scores`).
+    """
+    n_scales, n_img = len(images), images[0].shape[0]
+    n_txt, length, dim = text_tokens.shape
+    attn0 = module.heads[0].attn
+    heads, p_drop = attn0.num_heads, attn0.dropout
+    head_dim = dim // heads
+    dropout = module.training and p_drop > 0
+    real = None if ignore is None else ~ignore
+    if real is not None and not dropout:
+        used = real.any(dim=0)
+        if not bool(used.all()):
+            text_tokens, real = text_tokens[:, used], real[:, used]
+            length = text_tokens.shape[1]
+    columns = None
+    if real is not None and not bool(real.all()):
+        columns = real.reshape(-1).nonzero().squeeze(1)  # the real tokens in (Bt * L) order
+        tokens = text_tokens.reshape(-1, dim).index_select(0, columns)
+    else:
+        tokens = text_tokens.reshape(-1, dim)
+    normed = F.layer_norm(tokens, (dim,), eps=module.norms(0)[1].eps)  # no affine: (N, d)
+    rows, consts, gates, biases = [], [], [], []
+    for s, head in enumerate(module.heads):
+        norm_q, norm_kv = module.norms(s)
+        attn = head.attn
+        w_q, w_kv = attn.in_proj_weight.split([dim, 2 * dim])
+        b_q, b_kv = attn.in_proj_bias.split([dim, 2 * dim])
+        q = F.linear(norm_q(images[s]), w_q, b_q) * head_dim**-0.5  # (Bi, d)
+        u = images[s] * head.score.weight[0]  # gate and scorer weights folded: (Bi, d)
+        r = u @ attn.out_proj.weight  # W_o^T u_i: (Bi, d)
+        qr = torch.stack([q, r]).view(2, n_img, heads, head_dim)
+        # (q_h W_k[h], r_h W_v[h]): (2, heads, Bi, d)
+        folded = torch.einsum("pihc,phcd->phid", qr, w_kv.view(2, heads, head_dim, dim))
+        const = folded @ norm_kv.bias + torch.einsum(
+            "pihc,phc->phi", qr, b_kv.view(2, heads, head_dim))
+        rows.append(folded * norm_kv.weight)
+        consts.append(const)
+        gates.append(u)
+        biases.append(u @ attn.out_proj.bias + head.score.bias)
+    const = torch.stack(consts).reshape(-1, 1)
+    prod = torch.addmm(const, torch.stack(rows).reshape(-1, dim), normed.T)  # (S*2*heads*Bi, N)
+    if columns is not None:  # back to (Bt * L) positions: logits -inf and values 0 at padding
+        pad = prod.new_zeros(2, 1, n_txt * length)
+        pad[0].masked_fill_(~real.reshape(1, -1), float("-inf"))
+        full = pad.expand(n_scales, 2, heads * n_img, n_txt * length).contiguous()
+        prod = full.view(prod.shape[0], -1).index_copy_(1, columns, prod)
+    logits, values = prod.view(n_scales, 2, heads, n_img, n_txt, length).unbind(1)
+    weights = logits.softmax(dim=-1)
+    if dropout:  # per scale, as the per-head path draws it
+        weights = torch.stack([F.dropout(w, p_drop, True) for w in weights.unbind(0)])
+    attended = (weights * values).sum(dim=(1, 4))  # (S, Bi, Bt)
+    gate = torch.stack(gates)  # (S, Bi, d)
+    return torch.sigmoid(attended + torch.stack(biases)[:, :, None] + gate @ glob.T)
 
 
 def _check_shapes(module: MSCMAT, image_scales: Tensor | Sequence[Tensor], text_tokens: Tensor,

@@ -169,3 +169,103 @@ def test_shape_errors():
         module(image, tokens, glob, mask)
     with pytest.raises(ValueError, match="divisible"):
         MSCMAT(10, 2, 4)
+
+
+def _with_path(module: MSCMAT, path: str):
+    def call(m, *args):
+        m.path = path
+        try:
+            return m(*args)
+        finally:
+            m.path = "auto"
+    return call
+
+
+FOLD_CASES = [  # (Bi, Bt, L, heads, S, d): the preset's shape family, small
+    (4, 4, 7, 2, 4, 16),
+    (5, 3, 6, 4, 2, 32),
+    (2, 6, 9, 1, 1, 8),
+]
+
+
+@pytest.mark.parametrize("mode", ["default", *MODES])
+@pytest.mark.parametrize("case", FOLD_CASES)
+def test_folded_path_equals_projected_path(case, mode):
+    """The folded path (one product over the real tokens) gives the per-head path's numbers."""
+    n_img, n_txt, length, heads, scales, dim = case
+    kwargs = dict(MODES.get(mode, {}))
+    image, tokens, glob, mask = _inputs(scales, n_img, n_txt, length, dim, masked=True)
+    mask[0] = 0  # a caption with no real token
+    mask[:, -2:] = 0  # positions no caption uses (dropped by the folded path)
+    if kwargs.get("in_features") == "pooled":
+        kwargs["in_features"] = [3 + 2 * s for s in range(scales)]
+        gen = torch.Generator().manual_seed(2)
+        image = [torch.randn(n_img, c, generator=gen) for c in kwargs["in_features"]]
+    module = _module(dim, scales, heads, **kwargs)
+    weights = torch.randn(scales, n_img, n_txt)
+    for masked in (mask, None, torch.ones_like(mask)):
+        folded, g_folded = _run(_with_path(module, "folded"), module, image, tokens, glob,
+                                masked, weights)
+        projected, g_proj = _run(_with_path(module, "projected"), module, image, tokens, glob,
+                                 masked, weights)
+        assert (folded - projected).abs().max() <= TOL
+        assert g_folded.keys() == g_proj.keys()
+        for name in g_folded:
+            assert (g_folded[name] - g_proj[name]).abs().max() <= TOL, name
+
+
+def test_folded_path_at_the_lite_preset_shapes():
+    """B = 32, L = 31, d = 384, 6 heads, S = 4 with RSICD-like caption lengths."""
+    torch.manual_seed(0)
+    module = MSCMAT(384, 4, 6).train()
+    image = torch.randn(4, 32, 384)
+    tokens, glob = torch.randn(32, 31, 384), torch.randn(32, 384)
+    mask = torch.arange(31)[None] < torch.randint(6, 24, (32,))[:, None]
+    weights = torch.randn(4, 32, 32)
+    folded, g_folded = _run(_with_path(module, "folded"), module, image, tokens, glob, mask,
+                            weights)
+    projected, g_proj = _run(_with_path(module, "projected"), module, image, tokens, glob, mask,
+                             weights)
+    assert (folded - projected).abs().max() <= TOL
+    for name in g_folded:
+        scale = g_proj[name].abs().max().clamp(min=1.0)
+        assert (g_folded[name] - g_proj[name]).abs().max() <= 1e-5 * scale, name
+
+
+def test_folded_path_draws_the_same_dropout():
+    module = _module(16, 3, 4, dropout=0.3).train()
+    image, tokens, glob, mask = _inputs(3, 4, 5, 6, 16, masked=True)
+    weights = torch.randn(3, 4, 5)
+    torch.manual_seed(7)
+    folded, g_folded = _run(_with_path(module, "folded"), module, image, tokens, glob, mask,
+                            weights)
+    torch.manual_seed(7)
+    projected, g_proj = _run(_with_path(module, "projected"), module, image, tokens, glob, mask,
+                             weights)
+    torch.manual_seed(8)
+    other, _ = _run(_with_path(module, "folded"), module, image, tokens, glob, mask, weights)
+    assert (folded - projected).abs().max() <= TOL
+    assert not torch.allclose(folded, other)
+    for name in g_folded:
+        assert (g_folded[name] - g_proj[name]).abs().max() <= TOL, name
+
+
+def test_auto_path_picks_the_cheaper_formulation(monkeypatch):
+    import msa_model.mscmat as mscmat
+
+    calls = []
+    for name in ("_folded_scores", "_projected_scores"):
+        real = getattr(mscmat, name)
+        monkeypatch.setattr(mscmat, name, lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a))
+    module = _module(16, 2, 4)
+    for n_img, expected in ((5, "_folded_scores"), (6, "_projected_scores")):  # 4 Bi <= 16 + Bi
+        image, tokens, glob, mask = _inputs(2, n_img, 3, 4, 16, masked=True)
+        module(image, tokens, glob, mask)
+        assert calls[-1] == expected
+    module.heads[1].norm_kv.eps = 1e-3  # the folded path needs one eps for all scales
+    image, tokens, glob, mask = _inputs(2, 2, 3, 4, 16, masked=True)
+    module(image, tokens, glob, mask)
+    assert calls[-1] == "_projected_scores"
+    module.path = "fast"
+    with pytest.raises(ValueError, match="path"):
+        module(image, tokens, glob, mask)
