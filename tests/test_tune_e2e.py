@@ -229,6 +229,8 @@ def test_export_then_train_reproduces_trial(tuned: Path) -> None:
 
 def test_evaluate_cli_matches_final_stage(tuned: Path) -> None:
     proc = msa("evaluate", "results/tiny", "--split", "test", cwd=tuned)
+    assert proc.returncode == 1 and "--reread-test" in proc.stderr  # the final stage read it
+    proc = msa("evaluate", "results/tiny", "--split", "test", "--reread-test", cwd=tuned)
     assert proc.returncode == 0, proc.stderr[-2000:]
     final = json.loads((tuned / "results" / "tiny" / "final" / "metrics.json").read_text())
     tested = final["winner"]["seeds"][0]  # the checkpoint `msa evaluate RESULTS` reads
