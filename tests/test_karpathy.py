@@ -93,7 +93,9 @@ def test_carve_out_small_and_impossible(tmp_path: Path) -> None:
     splits = make_splits(records, val_fraction=0.01, seed=0)
     assert len(splits["val"]) == 1 and len(splits["train"]) == 1
     with pytest.raises(DatasetError, match="at least 2"):
-        make_splits(records[2:], val_fraction=0.1, seed=0)
+        make_splits(records[1:], val_fraction=0.1, seed=0)  # one training image
+    test_only = make_splits(records[2:], val_fraction=0.1, seed=0)  # evaluation of a test set
+    assert [len(test_only[s]) for s in ("train", "val", "test")] == [0, 0, 1]
     with pytest.raises(ValueError, match="val_fraction"):
         make_splits(records, val_fraction=1.0, seed=0)
 

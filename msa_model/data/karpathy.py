@@ -173,7 +173,8 @@ def make_splits(
     because whole images move. Then, when ``test_fraction`` > 0 and no record has split
     ``test``, ``round(test_fraction * n_train)`` of the remaining training images move to
     ``test`` (seeded by ``seed + 1``; the val carve is the same with or without it). A test
-    split the file has is never touched. Records keep their file order.
+    split the file has is never touched; a file with only a test split (a set to evaluate on)
+    carves nothing. Records keep their file order.
 
     Args:
         records: Output of :func:`read_karpathy`.
