@@ -11,7 +11,7 @@ from types import ModuleType
 from msa_model.config import ConfigError
 from workflows.commands import data, demo, evaluate, export, search, submit, train, tune
 from workflows.errors import NoTrialReported, ResultsFolderError, SearchInterrupted
-from workflows.signals import handle_sigterm, terminated
+from workflows.signals import sigterm_as_interrupt, terminated
 
 __all__ = ["COMMANDS", "main", "build_parser", "exit_status"]
 
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # every trial's per-epoch line matters: Ray's log deduplication would fold them together
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    handle_sigterm()
     try:
-        return COMMANDS[args.command].run(args)
+        with sigterm_as_interrupt():
+            return COMMANDS[args.command].run(args)
     except (KeyboardInterrupt, SearchInterrupted) as exc:
         message = str(exc) or "interrupted"
         if args.command in RESUMABLE and "--resume" not in message:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["handle_sigterm", "terminated"]
+__all__ = ["handle_sigterm", "sigterm_as_interrupt", "terminated"]
 
 _received = threading.Event()
 
@@ -30,6 +32,20 @@ def handle_sigterm() -> None:
     """Route SIGTERM to the SIGINT handler (again after ``ray.init``, which replaces it)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM handled like Ctrl-C while the block runs (one command); the old handler after."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    _received.clear()
+    handle_sigterm()
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def terminated() -> bool:
