@@ -49,6 +49,16 @@ def _msa(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedPro
     )
 
 
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess:
+    """``msa ARGS`` in this process (the cases a subprocess adds nothing to)."""
+    try:
+        status = main(list(args))
+    except SystemExit as exc:  # argparse
+        status = exc.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), status, out, err)
+
+
 def _one_line_error(err: str, *parts: str) -> None:
     lines = [ln for ln in err.splitlines() if ln.startswith("msa: error:")]
     assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
@@ -83,7 +93,9 @@ def _copy(package: Path, dest: Path) -> Path:
 # --- 1. a shipped model runs no code -----------------------------------------------------------
 
 
-def test_model_with_remote_code_tokenizer_runs_nothing(package: Path, tmp_path: Path) -> None:
+def test_model_with_remote_code_tokenizer_runs_nothing(
+    package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model = _copy(package, tmp_path / "shipped")
     marker = tmp_path / "code_ran"
     tok = model / "tokenizer"
@@ -103,7 +115,7 @@ def test_model_with_remote_code_tokenizer_runs_nothing(package: Path, tmp_path: 
     runs = [
         _msa("search", str(model), "--image", str(image), "--captions", str(captions),
              "--html", str(tmp_path / "p.html"), cwd=tmp_path),
-        _msa("evaluate", str(model), cwd=tmp_path),
+        _cli(capsys, "evaluate", str(model)),
     ]  # fmt: skip
     for done in runs:
         text = done.stdout + done.stderr
@@ -125,7 +137,7 @@ def _search_yaml(data: Path, tmp_path: Path, name: str = "own", **search: object
 
 
 def test_foreign_or_linked_results_folder_refused_by_every_command(
-    synth_data: Path, tmp_path: Path
+    synth_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results = tmp_path / "results"
     mine = results / "own"
@@ -133,7 +145,8 @@ def test_foreign_or_linked_results_folder_refused_by_every_command(
     (mine / "thesis.tex").write_text("precious")
     cfg = _search_yaml(synth_data, tmp_path)
     for verb in (["tune", str(cfg)], ["train", str(cfg), "--overwrite"], ["train", str(cfg)]):
-        done = _msa(*verb, "--results", str(results), cwd=tmp_path)
+        run = _msa if verb[0] == "tune" else lambda *a, cwd: _cli(capsys, *a)
+        done = run(*verb, "--results", str(results), cwd=tmp_path)
         assert done.returncode == 1, done.stderr[-2000:]
         _one_line_error(done.stderr, "msa did not create it")
         assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]  # never marked
@@ -141,7 +154,7 @@ def test_foreign_or_linked_results_folder_refused_by_every_command(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     mine.symlink_to(elsewhere)
-    done = _msa("tune", str(cfg), "--results", str(results), cwd=tmp_path)
+    done = _cli(capsys, "tune", str(cfg), "--results", str(results))
     assert done.returncode == 1
     _one_line_error(done.stderr, "is a symbolic link")
     assert list(elsewhere.iterdir()) == []
@@ -162,11 +175,13 @@ def _results_with_trials(out: Path, data: Path) -> Path:
     return out
 
 
-def test_export_never_overwrites_a_file_it_did_not_write(synth_data: Path, tmp_path: Path) -> None:
+def test_export_never_overwrites_a_file_it_did_not_write(
+    synth_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = _results_with_trials(tmp_path / "results" / "r", synth_data)
     notes = tmp_path / "notes.yaml"
     notes.write_text("my notes\n")
-    done = _msa("export", str(out), "--out", str(notes), cwd=tmp_path)
+    done = _cli(capsys, "export", str(out), "--out", str(notes))
     assert done.returncode == 1
     _one_line_error(done.stderr, "msa export did not write it")
     assert notes.read_text() == "my notes\n"
@@ -184,12 +199,10 @@ def test_second_run_on_a_name_refused_naming_the_holder(synth_data: Path, tmp_pa
     out = tmp_path / "results" / "own"
     lock_results_dir(out, "msa tune")  # this process runs a search on it
     try:
-        for verb in ("tune", "train"):
-            done = _msa(verb, str(cfg), "--results", str(tmp_path / "results"), cwd=tmp_path)
-            assert done.returncode == 1, done.stderr[-2000:]
-            _one_line_error(
-                done.stderr, "in use by msa tune", f"pid {os.getpid()} on {socket.gethostname()}"
-            )
+        done = _msa("tune", str(cfg), "--results", str(tmp_path / "results"), cwd=tmp_path)
+        assert done.returncode == 1, done.stderr[-2000:]
+        holder = f"pid {os.getpid()} on {socket.gethostname()}"
+        _one_line_error(done.stderr, "in use by msa tune", holder)
     finally:
         release_lock(out)
     assert not (out / LOCK).exists()
@@ -223,19 +236,20 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path, capsys) -> N
     ],
 )
 def test_baseline_outside_the_space_is_a_config_error(
-    synth_data: Path, tmp_path: Path, key: str, value: object, space: dict
+    synth_data: Path, tmp_path: Path, key: str, value: object, space: dict, capsys
 ) -> None:
     cfg = _search_yaml(synth_data, tmp_path, space={key: space})
-    done = _msa("tune", str(cfg), "--set", f"{key}={value}", "--results",
-                str(tmp_path / "results"), cwd=tmp_path)  # fmt: skip
+    run = _msa if "loguniform" in space else lambda *a, cwd: _cli(capsys, *a)
+    done = run("tune", str(cfg), "--set", f"{key}={value}", "--results",
+               str(tmp_path / "results"), cwd=tmp_path)  # fmt: skip
     assert done.returncode == 2, done.stderr[-2000:]
     _one_line_error(done.stderr, f"search.space.{key}: the baseline value", str(cfg))
     assert not (tmp_path / "results").exists()  # before the folder, before Ray
 
 
-def test_num_cpus_zero_refused_before_ray(synth_data: Path, tmp_path: Path) -> None:
+def test_num_cpus_zero_refused_before_ray(synth_data: Path, tmp_path: Path, capsys) -> None:
     cfg = _search_yaml(synth_data, tmp_path)
-    done = _msa("tune", str(cfg), "--num-cpus", "0", cwd=tmp_path)
+    done = _cli(capsys, "tune", str(cfg), "--num-cpus", "0")
     assert done.returncode == 2 and "--num-cpus: must be >= 1, got 0" in done.stderr
 
 
@@ -261,7 +275,9 @@ def test_evaluate_test_split_goes_through_the_ledger(
     assert len(recorded_reads(out / "final")["checkpoint:model"]) == 2
 
 
-def test_evaluate_a_final_run_already_tested_is_refused(package: Path, tmp_path: Path) -> None:
+def test_evaluate_a_final_run_already_tested_is_refused(
+    package: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "results" / "r"
     run = _copy(package, out / "ray" / "final_runs" / "r-final-0123" / "checkpoint_000001")
     (out / MARKER).write_text(json.dumps({"created_by": "msa tune"}))
@@ -270,9 +286,16 @@ def test_evaluate_a_final_run_already_tested_is_refused(package: Path, tmp_path:
     (final / "test_reads.json").write_text(json.dumps(
         {"final:r-final-0123": [{"started": "t0", "finished": "t1"}]}
     ))  # fmt: skip
-    done = _msa("evaluate", str(run), "--split", "test", cwd=tmp_path)
+    done = _cli(capsys, "evaluate", str(run), "--split", "test")
     assert done.returncode == 1
     _one_line_error(done.stderr, "already read for final:r-final-0123", "--reread-test")
+    exported = _copy(package, out / "model")  # msa export --model of that run: the same weights
+    meta = json.loads((exported / "meta.json").read_text())
+    meta["source"] = {"results": str(out), "checkpoint": str(run.relative_to(out))}
+    (exported / "meta.json").write_text(json.dumps(meta))
+    done = _cli(capsys, "evaluate", str(exported), "--split", "test")
+    assert done.returncode == 1
+    _one_line_error(done.stderr, "already read for final:r-final-0123")
 
 
 # --- 7. the study file checked before use ------------------------------------------------------
@@ -283,7 +306,7 @@ def test_evaluate_a_final_run_already_tested_is_refused(package: Path, tmp_path:
     [(b"", "empty (0 bytes)"), (b"garbage " * 100, "not an SQLite database")],
 )
 def test_broken_study_file_is_one_line_before_ray(
-    synth_data: Path, tmp_path: Path, content: bytes, message: str
+    synth_data: Path, tmp_path: Path, content: bytes, message: str, capsys
 ) -> None:
     study = tmp_path / "study.db"
     study.write_bytes(content)
@@ -291,7 +314,8 @@ def test_broken_study_file_is_one_line_before_ray(
         synth_data, tmp_path, storage=f"sqlite:///{study}",
         space={"optim.lr": {"loguniform": [1e-4, 1e-2]}},
     )  # fmt: skip
-    done = _msa("tune", str(cfg), "--results", str(tmp_path / "results"), cwd=tmp_path)
+    run = _msa if content else lambda *a, cwd: _cli(capsys, *a)
+    done = run("tune", str(cfg), "--results", str(tmp_path / "results"), cwd=tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     _one_line_error(done.stderr, str(study), message)
     assert study.read_bytes() == content
@@ -501,15 +525,17 @@ def test_data_synth_size_zero(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "d").exists()
 
 
-def test_val_split_of_one_image_refused_before_ray(synth_data: Path, tmp_path: Path) -> None:
+def test_val_split_of_one_image_refused_before_ray(
+    synth_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = json.loads((synth_data / "dataset.json").read_text())
     vals = [im for im in data["images"] if im["split"] == "val"]
     for im in vals[1:]:
         im["split"] = "train"
     (tmp_path / "one_val.json").write_text(json.dumps(data))
     cfg = _search_yaml(synth_data, tmp_path)
-    done = _msa("tune", str(cfg), "--set", f"data.json={tmp_path / 'one_val.json'}",
-                "--results", str(tmp_path / "results"), cwd=tmp_path)  # fmt: skip
+    done = _cli(capsys, "tune", str(cfg), "--set", f"data.json={tmp_path / 'one_val.json'}",
+                "--results", str(tmp_path / "results"))  # fmt: skip
     assert done.returncode == 1
     _one_line_error(done.stderr, "the val split has 1 image(s)")
     assert not (tmp_path / "results").exists()

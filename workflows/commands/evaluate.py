@@ -80,7 +80,7 @@ def run_evaluate(
     if split != "test":
         with weights_must_fit(ckpt):
             return evaluate_checkpoint(ckpt, [split], data)[split]
-    ledger, key = ledger_of(ckpt, Path(target))
+    ledger, key = ledger_of(ckpt, Path(target), meta.get("source"))
     if dataset is not None:
         key += f"@{Path(dataset).resolve()}"
     claim_test_read(ledger, key, reread_test)

@@ -86,14 +86,17 @@ def finish_test_read(final_dir: Path, model_key: str) -> None:
     _write_atomic(Path(final_dir) / RECORD, reads)
 
 
-def ledger_of(checkpoint: Path, target: Path) -> tuple[Path, str]:
+def ledger_of(
+    checkpoint: Path, target: Path, source: dict[str, Any] | None = None
+) -> tuple[Path, str]:
     """Where a test read of ``checkpoint`` is recorded, and its model key.
 
     The ledger of a results folder (``<results>/final``): ``target`` itself, else the folder
-    (marked as msa's) holding the checkpoint (an exported ``model/``, a trial's checkpoint); a
-    model outside any results folder keeps its own record in its folder. A final-stage run's
-    checkpoint has the key the final stage used (``final:<run>``): a model tested there is not
-    read again.
+    (marked as msa's) holding the checkpoint, else the one an exported model came from
+    (``source``: its meta's ``results`` and ``checkpoint``); a model outside any results folder
+    keeps its own record in its folder. The key names the checkpoint the weights came from; a
+    final-stage run's is the final stage's own (``final:<run>``): a model tested there, or its
+    export, is not read again.
     """
     from workflows.results.folders import MARKER
 
@@ -101,6 +104,11 @@ def ledger_of(checkpoint: Path, target: Path) -> tuple[Path, str]:
     results = next((p for p in [target, *checkpoint.parents] if (p / MARKER).is_file()), None)
     if results is None and (target / "trials.csv").is_file():  # a search without the marker
         results = target
+    origin = Path(str((source or {}).get("results", "")))
+    if results is None and source and (origin / MARKER).is_file():
+        results = origin.resolve()
+    if results is not None and source and source.get("checkpoint"):
+        checkpoint = (results / str(source["checkpoint"])).resolve()  # the weights' origin
     parts = checkpoint.parts
     if "final_runs" in parts[:-1]:
         key = f"final:{parts[parts.index('final_runs') + 1]}"
