@@ -422,6 +422,7 @@ def test_group_writable_tune_state_not_trusted(tmp_path: Path) -> None:
     from workflows.runtime.trusted import check_trusted
 
     state = tmp_path / "ray"
+    check_trusted(str(state))  # a search stopped before Tune saved anything: nothing to load
     (state / "tune").mkdir(parents=True)
     pickled = state / "tune" / "searcher-state.pkl"
     pickled.write_bytes(b"x")

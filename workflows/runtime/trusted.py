@@ -32,6 +32,8 @@ def check_trusted(state_dir: str) -> None:
     if "://" in state_dir:
         return
     root = Path(state_dir)
+    if not root.exists():  # stopped before Tune saved anything: nothing to unpickle
+        return
     uid = os.getuid()
     paths = [root]
     for folder, dirs, files in os.walk(root):
