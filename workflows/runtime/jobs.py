@@ -96,8 +96,7 @@ DEFAULT_EXCLUDES = [
     "secrets.yml",
     "secrets.json",
     "secrets.toml",
-    ".*_history",
-    ".*history",
+    ".*history",  # .bash_history, .zsh_history, .python_history, .psql_history, ...
     "*.tfstate",
     "*.tfstate.*",
 ]
