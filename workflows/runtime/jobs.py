@@ -4,15 +4,16 @@ A thin wrapper over :class:`ray.job_submission.JobSubmissionClient`, equivalent 
 
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- msa tune CONFIG ...
 
-The working directory is uploaded (without results/, data/, .git, caches, virtual environments
-and secrets: env files, keys, cloud credentials, Ray's token; never / or $HOME, and no symbolic
-link in it may lead out) and becomes the job's current directory on the head node, so CONFIG
-must be a path inside it. The job writes
-its results to an absolute ``--results`` folder (default: ``<working dir>/results`` as seen from
-here), not into the uploaded copy, which Ray may delete; on a remote cluster pass a folder the
-head node can write (``-- --results /shared/results``) and ``--storage`` for multi-node runs.
-Data paths that point into an excluded folder are passed as absolute paths (the cluster must see
-them: same machine or shared storage).
+The working directory is uploaded (without results/, data/, caches, virtual environments, and,
+at any depth, .git/ and secrets: env files, keys, cloud, cluster and database credentials, shell
+histories, Ray's token; never / or $HOME; no symbolic link in it may lead out or loop; files
+over 100 MiB are named before the upload; every request to the job server times out) and
+becomes the job's current directory on the head node, so CONFIG must be a path inside it. The
+job writes its results to an absolute ``--results`` folder (default: ``<working dir>/results``
+as seen from here), not into the uploaded copy, which Ray may delete; on a remote cluster pass a
+folder the head node can write (``-- --results /shared/results``) and ``--storage`` for
+multi-node runs. Data paths that point into an excluded folder are passed as absolute paths (the
+cluster must see them: same machine or shared storage).
 """
 
 from __future__ import annotations
