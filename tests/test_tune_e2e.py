@@ -53,6 +53,10 @@ def tuned(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         final={"top_k": 1, "seeds": 2},
     )
     exp["model"]["image"]["num_scales"] = 1
+    exp["model"]["image"].update(trainable_stages=1, cache_frozen=True)  # the top trains
+    exp["model"]["text"] = {**exp["model"]["text"], "trainable_layers": 0, "cache_frozen": True,
+                            "padding": "max_length", "max_length": 16}
+    exp["model"]["frozen_cache_dir"] = str(work / "memo")
     exp["train"]["max_failures"] = 0
     write_yaml(work / "tiny.yaml", exp)
     log = work / "tune.log"
@@ -111,6 +115,13 @@ def test_dashboard_shows_each_trial_by_name(tuned: Path) -> None:
     assert trained and set(trained) <= set(seen), (trained, seen)
     for trial in trained:
         assert [line.split(" ")[1] for line in seen[trial]] == ["1/2", "2/2"], seen[trial]
+
+
+def test_the_memo_is_built_before_the_trials(tuned: Path) -> None:
+    log = (tuned / "tune.log").read_text()
+    assert "image memo: " in log and "text memo: " in log
+    assert log.index("text memo: ") < log.index("[tiny ")  # before any trial's progress
+    assert len(list((tuned / "memo").glob("memo-*.pt"))) >= 2
 
 
 def test_tune_writes_consistent_results(tuned: Path) -> None:
