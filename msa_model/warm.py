@@ -10,7 +10,7 @@ and every caption of both splits, then writes the memo files.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 
@@ -24,16 +24,21 @@ __all__ = ["warm_memo"]
 
 @torch.no_grad()
 def warm_memo(
-    spec: RunSpec, log: Callable[[str], None] = print, batch_size: int = 64
+    spec: RunSpec,
+    log: Callable[[str], None] = print,
+    batch_size: int = 64,
+    towers: Collection[str] = ("image", "text"),
 ) -> dict[str, int]:
     """Compute and save the memo of ``spec``'s frozen bottoms; the entries of each tower.
 
-    Does nothing for a tower without ``cache_frozen`` or when ``model.frozen_cache_dir`` is
-    unset (a memo in memory only is not shared). Captions are memoised only with ``padding:
-    max_length`` (with ``longest`` a caption's tokens depend on its batch).
+    Does nothing for a tower not in ``towers``, without ``cache_frozen``, or when
+    ``model.frozen_cache_dir`` is unset (a memo in memory only is not shared). Captions are
+    memoised only with ``padding: max_length`` (with ``longest`` a caption's tokens depend on
+    its batch).
     """
     model_cfg = spec.model
-    image_on, text_on = model_cfg.image.cache_frozen, model_cfg.text.cache_frozen
+    image_on = "image" in towers and model_cfg.image.cache_frozen
+    text_on = "text" in towers and model_cfg.text.cache_frozen
     if model_cfg.frozen_cache_dir is None or not (image_on or text_on):
         return {}
     seed_everything(spec.seed)  # as the run seeds it: random-init frozen weights are the same

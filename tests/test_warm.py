@@ -49,8 +49,9 @@ def test_a_search_warms_each_bottom_it_can_choose_once(synth_data, tmp_path) -> 
              "model.text.trainable_layers": {"choice": [1, 2]},
              "loss.lambda_mscma": {"uniform": [1.0, 20.0]}}
     raw = experiment(synth_data, tmp_path, search={"num_samples": 2, "space": space})
-    bottoms = [(s.model.image.trainable, s.model.text.trainable)
-               for s in memo_specs(parse_experiment(raw, source="t"))]
-    assert bottoms == [(1, 1), (0, 1), (2, 1), (1, 2)]
+    bottoms = [(s.model.image.trainable, s.model.text.trainable, towers)
+               for s, towers in memo_specs(parse_experiment(raw, source="t"))]
+    assert bottoms == [(1, 1, ("image", "text")), (0, 1, ("image",)), (2, 1, ("image",)),
+                       (1, 2, ("text",))]
     del raw["model"]["frozen_cache_dir"]  # a memo in memory only: nothing to share
     assert memo_specs(parse_experiment(raw, source="t")) == []

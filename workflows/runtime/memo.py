@@ -22,8 +22,9 @@ __all__ = ["memo_specs", "warm_memos"]
 BOTTOM_KEYS = ("model.image.trainable_stages", "model.text.trainable_layers")
 
 
-def memo_specs(exp: Experiment) -> list[RunSpec]:
-    """One run spec per frozen bottom the search can train on top of (with a memo to share)."""
+def memo_specs(exp: Experiment) -> list[tuple[RunSpec, tuple[str, ...]]]:
+    """Each frozen bottom the search can train on top of (with a memo to share): a run spec
+    and the towers whose memo it adds."""
     model = exp.model
     if model.frozen_cache_dir is None or not (model.image.cache_frozen or model.text.cache_frozen):
         return []
@@ -34,21 +35,33 @@ def memo_specs(exp: Experiment) -> list[RunSpec]:
         if d.key in BOTTOM_KEYS and d.kind == "choice"
         for value in d.args
     ]
-    specs = {}
+    specs, seen = [], {"image": set(), "text": set()}
     for values in variants:
         spec = parse_experiment(with_values(base, values), source=exp.name).spec()
-        specs.setdefault((spec.model.image.trainable, spec.model.text.trainable), spec)
-    return list(specs.values())
+        new = tuple(
+            tower for tower, bottom in (("image", spec.model.image.trainable),
+                                        ("text", spec.model.text.trainable))
+            if bottom not in seen[tower]
+        )
+        for tower in new:
+            seen[tower].add(getattr(spec.model, tower).trainable)
+        if new:
+            specs.append((spec, new))
+    return specs
 
 
-def _warm_on_node(specs: list[RunSpec], node: str) -> list[dict[str, int]]:
+def _warm_on_node(
+    specs: list[tuple[RunSpec, tuple[str, ...]]], node: str
+) -> list[dict[str, int]]:
     import torch
 
     from msa_model.warm import warm_memo
 
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    return [warm_memo(spec, log=lambda line: print(f"[memo {node[:8]}] {line}", flush=True))
-            for spec in specs]
+    def log(line: str) -> None:
+        print(f"[memo {node[:8]}] {line}", flush=True)
+
+    return [warm_memo(spec, log, towers=towers) for spec, towers in specs]
 
 
 def warm_memos(exp: Experiment) -> list[dict[str, Any]]:
