@@ -92,7 +92,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     Tune's ids are hex strings, and pandas would read one like ``1234e567`` as a float.
 
     Raises:
-        ResultsFolderError: An empty or unparsable file, or one without a ``trial_id`` column.
+        ResultsFolderError: An empty or unparsable file.
     """
     from workflows.errors import ResultsFolderError
 
@@ -101,6 +101,4 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except (ValueError, UnicodeDecodeError) as exc:  # EmptyDataError and ParserError among them
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ResultsFolderError(f"{path}: not a table msa wrote ({reason})") from None
-    if "trial_id" not in table:
-        raise ResultsFolderError(f"{path}: not a table msa wrote (no trial_id column)")
     return table
