@@ -53,10 +53,6 @@ def tuned(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         final={"top_k": 1, "seeds": 2},
     )
     exp["model"]["image"]["num_scales"] = 1
-    exp["model"]["image"].update(trainable_stages=1, cache_frozen=True)  # the top trains
-    exp["model"]["text"] = {**exp["model"]["text"], "trainable_layers": 0, "cache_frozen": True,
-                            "padding": "max_length", "max_length": 16}
-    exp["model"]["frozen_cache_dir"] = str(work / "memo")
     exp["train"]["max_failures"] = 0
     write_yaml(work / "tiny.yaml", exp)
     log = work / "tune.log"
@@ -115,13 +111,6 @@ def test_dashboard_shows_each_trial_by_name(tuned: Path) -> None:
     assert trained and set(trained) <= set(seen), (trained, seen)
     for trial in trained:
         assert [line.split(" ")[1] for line in seen[trial]] == ["1/2", "2/2"], seen[trial]
-
-
-def test_the_memo_is_built_before_the_trials(tuned: Path) -> None:
-    log = (tuned / "tune.log").read_text()
-    assert "image memo: " in log and "text memo: " in log
-    assert log.index("text memo: ") < log.index("[tiny ")  # before any trial's progress
-    assert len(list((tuned / "memo").glob("memo-*.pt"))) >= 2
 
 
 def test_tune_writes_consistent_results(tuned: Path) -> None:
@@ -303,9 +292,17 @@ def test_final_retrain_on_train_plus_val(synth_data: Path, tmp_path: Path) -> No
         final={"retrain": True, "top_k": 1, "seeds": 1},
     )
     exp["train"]["epochs"] = 1
+    exp["model"] = {**exp["model"], "frozen_cache_dir": str(tmp_path / "memo")}  # the image
+    exp["model"]["image"] = {**exp["model"]["image"], "trainable_stages": 1, "cache_frozen": True}
+    exp["model"]["text"] = {**exp["model"]["text"], "trainable_layers": 0, "cache_frozen": True,
+                            "padding": "max_length", "max_length": 16}  # top trains, memo shared
     write_yaml(tmp_path / "retrain.yaml", exp)
     proc = msa("tune", "retrain.yaml", "--num-cpus", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "image memo: " in log and "text memo: " in log  # built before the trials:
+    assert log.index("text memo: ") < log.index("[retrain ")  # before any trial's progress
+    assert len(list((tmp_path / "memo").glob("memo-*.pt"))) >= 2
     out = tmp_path / "results" / "retrain"
     final = json.loads((out / "final" / "metrics.json").read_text())
     assert final["retrained"] is True and final["winner"]["label"] == "baseline"
