@@ -70,6 +70,21 @@ def node_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m workflows ARGS`` in its own process (:func:`node_env`, no terminal on stdin)."""
+    return subprocess.run(
+        [sys.executable, "-m", "workflows", *args],
+        cwd=cwd,
+        env=node_env(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @dataclass
 class RayNode:
     """One `ray start --block` node (head or worker) owned by this process."""

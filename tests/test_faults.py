@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster_utils import node_env, wait_for
+from tests.cluster_utils import run_cli as _msa
 from tests.conftest import tiny_experiment, write_yaml
 from workflows.results.test_reads import recorded_reads
 from workflows.results.trials import read_table
@@ -27,19 +28,6 @@ def _epochs_saved(out: Path) -> int:
     for record in (out / "ray" / "trials").glob("*/checkpoints.json"):
         return max((e["epoch"] for e in json.loads(record.read_text())["checkpoints"]), default=0)
     return 0
-
-
-def _msa(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = node_env()
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "workflows", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def _search(data: Path, name: str, epochs: int, **loss: float) -> dict:

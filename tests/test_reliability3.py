@@ -24,7 +24,7 @@ from msa_model.checkpoint import save_model_package
 from msa_model.config import ConfigError, ModelConfig, from_dict
 from msa_model.model import MSAModel
 from msa_model.tokenizer import build_tokenizer
-from tests.cluster_utils import node_env
+from tests.cluster_utils import run_cli
 from tests.conftest import TINY_MODEL, tiny_experiment, write_yaml
 from workflows.cli import main
 from workflows.errors import ResultsFolderError
@@ -37,17 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _msa(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    """``python -m workflows ARGS`` in its own process, no terminal on stdin."""
-    env = node_env({"PYTHONUNBUFFERED": "1"})
-    return subprocess.run(
-        [sys.executable, "-m", "workflows", *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """``python -m workflows ARGS``, unbuffered, no terminal on stdin."""
+    return run_cli(*args, cwd=cwd, timeout=timeout, env={"PYTHONUNBUFFERED": "1"})
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess:

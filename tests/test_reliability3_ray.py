@@ -15,25 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.cluster_utils import node_env, wait_for
+from tests.cluster_utils import run_cli as _msa
 from tests.conftest import tiny_experiment, write_yaml
 from workflows.results.trials import read_table
 
 pytestmark = pytest.mark.ray
 EPOCHS = 10  # the window to send SIGTERM mid-search (after 2), short for --more's trial
-
-
-def _msa(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = node_env()
-    env.pop("RAY_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "workflows", *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def _epochs_saved(out: Path) -> int:
