@@ -7,12 +7,23 @@ from typing import Any
 
 from msa_model.config import DataConfig, LossConfig, ModelConfig, OptimConfig, to_dict
 
-__all__ = ["RunSpec"]
+__all__ = ["LoopConfig", "RunSpec"]
+
+
+@dataclass
+class LoopConfig:
+    """The training loop's settings and their one set of defaults (the YAML ``train`` section
+    extends it with Ray's)."""
+
+    epochs: int = 10  # training epochs of one run
+    batch_size: int = 32  # per-worker batch size
+    eval_batch_size: int = 256  # batch size when encoding images/captions for retrieval
+    seed: int = 0  # seeds model init, data order, caption sampling, augmentation and dropout
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run: its sections and loop settings.
+    """One training run: its sections and loop settings (defaults: :class:`LoopConfig`'s).
 
     ``record`` (the experiment mapping, as run) is stored in every checkpoint's meta as
     ``experiment``; without one, :meth:`recorded` writes the sections and loop settings.
@@ -23,10 +34,10 @@ class RunSpec:
     model: ModelConfig
     loss: LossConfig
     optim: OptimConfig
-    epochs: int = 10  # training epochs
-    batch_size: int = 32  # per-worker batch size
-    eval_batch_size: int = 256  # batch size when encoding images/captions for retrieval
-    seed: int = 0  # seeds model init, data order, caption sampling and dropout
+    epochs: int = LoopConfig.epochs
+    batch_size: int = LoopConfig.batch_size
+    eval_batch_size: int = LoopConfig.eval_batch_size
+    seed: int = LoopConfig.seed
     train_on_val: bool = False  # train on train+val without validation (final retraining)
     record: dict[str, Any] = field(default_factory=dict)  # the experiment mapping, as run
 

@@ -10,7 +10,6 @@ import math
 
 import pytest
 import torch
-import yaml
 
 from msa_model.config import ModelConfig, TextTowerConfig, from_dict
 from msa_model.losses import MSALoss
@@ -19,6 +18,7 @@ from msa_model.mscmat import MSCMAT, mscmat_reference
 from msa_model.tokenizer import tokenizer_from_json, train_wordpiece
 from tests.conftest import TINY_MODEL
 from workflows.experiment import SEARCH_SPACES, parse_experiment
+from workflows.experiment.inherit import load_with_bases
 
 TOL = 1e-5
 CAPTIONS = [
@@ -256,7 +256,7 @@ REFERENCE_FILES = ["rsitmd_reference.yaml", "rsicd_reference.yaml"]
 
 @pytest.mark.parametrize("filename", REFERENCE_FILES)
 def test_reference_yaml_holds_the_authors_run(filename: str) -> None:
-    raw = yaml.safe_load((SEARCH_SPACES / filename).read_text())
+    raw = load_with_bases(SEARCH_SPACES / filename)[0]
     exp = parse_experiment(raw, filename)
     model, loss, optim = exp.model, exp.loss, exp.optim
     assert model.embed_dim == 768 and model.mscmat.num_heads == 12
@@ -278,13 +278,13 @@ def test_reference_yaml_holds_the_authors_run(filename: str) -> None:
     assert (exp.train.batch_size, exp.train.epochs) == (32, 60)
     assert exp.search.searcher.start_with_config
     assert exp.search.baseline.label == "paper settings (authors' code)"
-    ours = yaml.safe_load((SEARCH_SPACES / filename.replace("_reference", "")).read_text())
+    ours = load_with_bases(SEARCH_SPACES / filename.replace("_reference", ""))[0]
     assert raw["search"]["space"] == ours["search"]["space"]
 
 
 def test_reference_model_with_tiny_towers_trains_one_step() -> None:
     """The reference YAML's model and loss, towers swapped for tiny random-init ones."""
-    raw = yaml.safe_load((SEARCH_SPACES / "rsitmd_reference.yaml").read_text())
+    raw = load_with_bases(SEARCH_SPACES / "rsitmd_reference.yaml")[0]
     exp = parse_experiment(raw, "rsitmd_reference.yaml")
     model_raw = raw["model"]
     model_raw["embed_dim"] = 24  # 12 heads of width 2; BERT hidden 24: no text projection

@@ -21,12 +21,12 @@ from msa_model.config import (
     ModelConfig,
     OptimConfig,
     from_dict,
-    load_yaml,
     to_dict,
 )
 from msa_model.constants import DATA_PATH_KEYS, DEFAULT_METRIC, DEFAULT_MODE
-from msa_model.spec import RunSpec
+from msa_model.spec import LoopConfig, RunSpec
 from workflows.experiment.dotted import set_dotted
+from workflows.experiment.inherit import chain_source, load_with_bases
 from workflows.experiment.space import YAML11_EXPONENT, Distribution, check_baseline, parse_space
 
 __all__ = [
@@ -45,11 +45,9 @@ __all__ = [
 
 
 @dataclass
-class TrainConfig:
-    epochs: int = 10  # training epochs of one run
-    batch_size: int = 32  # per-worker batch size
-    eval_batch_size: int = 256  # batch size when encoding images/captions for retrieval
-    seed: int = 0  # seeds model init, data order and augmentation
+class TrainConfig(LoopConfig):
+    """The loop's settings (epochs, batch sizes, seed: :class:`LoopConfig`) and Ray's."""
+
     num_workers: int = 1  # Ray Train workers (data parallel; DDP when > 1)
     use_gpu: bool = False  # one (or gpus_per_worker) GPU per worker
     cpus_per_worker: float = 1.0  # CPUs reserved by each Ray Train worker
@@ -328,9 +326,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
-    """Read, override and validate an experiment YAML; errors name the file and the key."""
-    raw = apply_overrides(load_yaml(path), overrides or [])
-    return parse_experiment(raw, source=str(path))
+    """Read (merged over its ``base:`` files), override and validate an experiment YAML;
+    errors name the file (and its bases) and the key."""
+    raw, chain = load_with_bases(path, SEARCH_SPACES)
+    return parse_experiment(apply_overrides(raw, overrides or []), source=chain_source(chain))
 
 
 def dump_experiment(
