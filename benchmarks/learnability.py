@@ -15,33 +15,13 @@ from pathlib import Path
 
 import torch
 
-from msa_model.config import DataConfig, LossConfig, ModelConfig, OptimConfig, from_dict, load_yaml
+from msa_model.chance import chance_metrics
 from msa_model.data import write_synthetic_dataset
 from msa_model.pipeline import load_splits
 from msa_model.spec import RunSpec
-from workflows.experiment import SEARCH_SPACES
+from workflows.experiment import SEARCH_SPACES, load_experiment
 
-__all__ = ["chance_metrics", "main"]
-
-
-def _miss_probability(total: int, positives: int, k: int) -> float:
-    """P(none of ``positives`` among ``total`` items lands in a random top ``k``)."""
-    p = 1.0
-    for i in range(min(k, total)):
-        p *= max(0, total - positives - i) / (total - i)
-    return p
-
-
-def chance_metrics(captions_per_image: list[int]) -> dict[str, float]:
-    """Expected recalls (percent) of a random ranking, for these caption counts per image."""
-    n_images, n_caps = len(captions_per_image), sum(captions_per_image)
-    out = {}
-    for k in (1, 5, 10):
-        i2t = [1 - _miss_probability(n_caps, c, k) for c in captions_per_image if c]
-        out[f"i2t_r{k}"] = 100 * sum(i2t) / len(i2t)
-        out[f"t2i_r{k}"] = 100 * min(k, n_images) / n_images
-    out["mr"] = sum(out.values()) / 6
-    return out
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,9 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    raw = load_yaml(SEARCH_SPACES / "demo.yaml")
-    raw["data"].update(json=str(args.data / "dataset.json"), images=str(args.data / "images"))
-    data = from_dict(DataConfig, raw["data"], "data")
+    exp = load_experiment(
+        SEARCH_SPACES / "demo.yaml",
+        [f"data.json={args.data / 'dataset.json'}", f"data.images={args.data / 'images'}"],
+    )
+    data = exp.data
     if not Path(data.json).is_file():
         write_synthetic_dataset(args.data, 1000, data.image_size, 0)
     chance = chance_metrics([len(r.captions) for r in load_splits(data)["val"]])
@@ -73,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     spec = RunSpec(
         name="learnability",
         data=data,
-        model=from_dict(ModelConfig, raw["model"], "model"),
-        loss=from_dict(LossConfig, raw["loss"], "loss"),
-        optim=from_dict(OptimConfig, raw["optim"], "optim"),
+        model=exp.model,
+        loss=exp.loss,
+        optim=exp.optim,
         epochs=args.epochs,
-        batch_size=raw["train"]["batch_size"],
-        seed=raw["train"]["seed"],
+        batch_size=exp.train.batch_size,
+        seed=exp.train.seed,
     )
     _, history = fit(spec, LoopSession(device="cpu", on_epoch=show))
     best = max(history, key=lambda r: r["val_mr"])

@@ -47,10 +47,6 @@ class MSAModel(nn.Module):
             init=mscmat.init,
         )
 
-    @property
-    def num_scales(self) -> int:
-        return self.image.num_scales
-
     def frozen_state_keys(self) -> set[str]:
         """State-dict keys of the towers' frozen parts (never trained, rebuilt from config)."""
         keys: set[str] = set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.learnability import chance_metrics
+from msa_model.chance import chance_metrics
 
 
 def test_chance_two_images_one_caption_each() -> None:

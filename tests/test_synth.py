@@ -90,7 +90,7 @@ def test_captions_mention_what_was_drawn(size: int) -> None:
         assert len(captions) == 5 and len(set(captions)) == 5
         nouns = [pair[0 if scene.count == 1 else 1] for pair in OBJECT_NOUNS[scene.objects]]
         for caption in captions:
-            for cover in scene.cover_names:
+            for cover in [region.cover for region in scene.covers]:
                 assert any(_has(caption, p) for p in COVER_PHRASES[cover]), (cover, caption)
             assert any(_has(caption, n) for n in nouns), (nouns, caption)
             assert any(_has(caption, w) for w in COUNT_WORDS[scene.count]), caption
@@ -113,7 +113,7 @@ def test_captions_mention_what_was_drawn(size: int) -> None:
                 assert 0.3 * size <= x < 0.7 * size and 0.3 * size <= y < 0.7 * size
             else:
                 assert all(near[word] for word in scene.location.split())
-        seen["covers"].update(scene.cover_names)
+        seen["covers"].update(region.cover for region in scene.covers)
         seen["objects"].add(scene.objects)
         seen["structures"].add(scene.structure)
         seen["counts"].add(scene.count)

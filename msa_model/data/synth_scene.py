@@ -105,11 +105,6 @@ class SceneDescription:
     relation_target: str | None
     positions: tuple[tuple[int, int], ...]
 
-    @property
-    def cover_names(self) -> tuple[str, ...]:
-        """The land covers of the scene."""
-        return tuple(region.cover for region in self.covers)
-
 
 # ----------------------------------------------------------------------------- textures
 

@@ -6,10 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-from msa_model.config import load_yaml
 from workflows.commands.options import add_cluster, add_set
 from workflows.errors import ResultsFolderError
-from workflows.experiment import SEARCH_SPACES, apply_overrides, parse_experiment
+from workflows.experiment import SEARCH_SPACES, load_experiment
 from workflows.results.folders import check_ownership, created_by, prepare_results_dir
 from workflows.results.outcome import print_outcome
 
@@ -59,9 +58,9 @@ def run_demo(
     from workflows.runtime.search import run_tune
 
     began = time.perf_counter()
-    raw = load_yaml(SEARCH_SPACES / "demo.yaml")
-    raw = apply_overrides(raw, (SMOKE_OVERRIDES if smoke_test else []) + (overrides or []))
-    exp = parse_experiment(raw, source=str(SEARCH_SPACES / "demo.yaml"))
+    exp = load_experiment(
+        SEARCH_SPACES / "demo.yaml", (SMOKE_OVERRIDES if smoke_test else []) + (overrides or [])
+    )
     out = results_root / exp.name
     check_ownership(out)  # the demo replaces its own earlier results, never another folder
     if created_by(out) not in (None, "msa demo"):

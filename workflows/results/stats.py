@@ -1,4 +1,5 @@
-"""Summaries over seeds: mean, std, 95% t-interval, paired differences, and chance level."""
+"""Summaries over seeds: mean, std, 95% t-interval, paired differences, and chance level
+(:func:`msa_model.chance.chance_metrics`, re-exported)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from typing import Any
 
 from scipy import stats
 
-from msa_model.constants import RECALL_KEYS
+from msa_model.chance import chance_metrics
 
 __all__ = ["summarize", "paired_difference", "verdict", "chance_metrics"]
-
-KS = (1, 5, 10)
 
 
 def summarize(values: Sequence[float]) -> dict[str, Any]:
@@ -51,36 +50,3 @@ def verdict(difference: dict[str, Any], mode: str = "max") -> str:
     if high < 0:
         return "worse than the baseline (CI excludes 0)"
     return "not distinguishable (CI includes 0)"
-
-
-def _miss_all(gallery: int, relevant: int, k: int) -> float:
-    """Probability that none of ``relevant`` items is among the first ``k`` of a random order."""
-    p = 1.0
-    for j in range(min(k, gallery)):
-        if gallery - relevant - j <= 0:
-            return 0.0
-        p *= (gallery - relevant - j) / (gallery - j)
-    return p
-
-
-def chance_metrics(captions_per_image: Sequence[int]) -> dict[str, float]:
-    """Expected recalls and mR (percent) of a uniformly random ranking, exactly.
-
-    An image query hits at K when any of its captions is among the first K of all captions
-    (hypergeometric); a caption query when its one image is among the first K images.
-    Images without captions are no queries but stay in the gallery.
-    """
-    images = len(captions_per_image)
-    captions = sum(captions_per_image)
-    queries = [c for c in captions_per_image if c > 0]
-    if not queries:
-        raise ValueError("chance_metrics: no captions")
-    out = {}
-    for k in KS:
-        out[f"i2t_r{k}"] = (
-            100.0 * math.fsum(1 - _miss_all(captions, c, k) for c in queries) / len(queries)
-        )
-        out[f"t2i_r{k}"] = 100.0 * min(k, images) / images
-    out = {key: out[key] for key in RECALL_KEYS}
-    out["mr"] = math.fsum(out.values()) / len(RECALL_KEYS)
-    return out
