@@ -130,7 +130,7 @@ def recorded_histories(out: Path) -> dict[str, pd.DataFrame]:
 
 def check(out: Path, metric: str = "val_mr") -> dict[str, Any]:
     """The repetition's checks (see the module docstring); problems listed under ``errors``."""
-    from workflows.results.test_reads import recorded_reads
+    from workflows.results.read_ledger import recorded_reads
     from workflows.results.trials import read_table
 
     errors = []

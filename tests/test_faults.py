@@ -16,7 +16,7 @@ import pytest
 from tests.cluster_utils import node_env, wait_for
 from tests.cluster_utils import run_cli as _msa
 from tests.conftest import tiny_experiment, write_yaml
-from workflows.results.test_reads import recorded_reads
+from workflows.results.read_ledger import recorded_reads
 from workflows.results.trials import read_table
 
 pytestmark = pytest.mark.ray

@@ -30,7 +30,7 @@ from workflows.cli import main
 from workflows.errors import ResultsFolderError
 from workflows.experiment import dump_experiment, load_experiment, parse_experiment
 from workflows.results.folders import LOCK, MARKER, lock_results_dir, release_lock
-from workflows.results.test_reads import recorded_reads
+from workflows.results.read_ledger import recorded_reads
 from workflows.results.trials import TrialRecord, trials_table
 
 ROOT = Path(__file__).resolve().parents[1]

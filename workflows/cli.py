@@ -93,7 +93,7 @@ def exit_status(exc: BaseException) -> int | None:
     """The exit status of a known error (2: config or arguments, 1: others), None otherwise."""
     from msa_model.checkpoint import CheckpointError
     from msa_model.data import DatasetError
-    from workflows.results.test_reads import TestAlreadyRead
+    from workflows.results.read_ledger import TestAlreadyRead
     from workflows.runtime.fatal import RepeatedError
 
     if isinstance(exc, ConfigError):

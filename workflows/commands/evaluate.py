@@ -56,12 +56,12 @@ def run_evaluate(
     """Metrics of the checkpoint behind ``target`` on ``split`` of its own (or the given) data.
 
     A read of the test split goes through the test-read ledger
-    (:mod:`workflows.results.test_reads`): recorded, and refused for a model whose test split
+    (:mod:`workflows.results.read_ledger`): recorded, and refused for a model whose test split
     was read before unless ``reread_test``.
     """
     from msa_model.evaluation import evaluate_checkpoint
     from workflows.results.model_meta import read_model_meta, weights_must_fit
-    from workflows.results.test_reads import (
+    from workflows.results.read_ledger import (
         RECORD,
         claim_test_read,
         finish_test_read,

@@ -28,7 +28,7 @@ from msa_model.constants import METRIC_KEYS
 from workflows.errors import SearchInterrupted
 from workflows.experiment import Experiment, parse_experiment, with_values
 from workflows.results.paths import relative_to_results
-from workflows.results.test_reads import claim_test_read, finish_test_read, recorded_reads
+from workflows.results.read_ledger import claim_test_read, finish_test_read, recorded_reads
 from workflows.results.trials import read_table
 from workflows.runtime.fatal import run_once
 from workflows.runtime.records import unfinished_trials
@@ -263,7 +263,7 @@ def run_final(
 
     Writes ``final/metrics.json`` (:func:`~workflows.results.summary.final_summary`) and the
     report. Each run's test read is recorded in ``final/test_reads.json``; a second read of the
-    same model raises :class:`~workflows.results.test_reads.TestAlreadyRead` unless
+    same model raises :class:`~workflows.results.read_ledger.TestAlreadyRead` unless
     ``reread_test``. Runs an earlier final stage finished (same config and seed) are reused.
     """
     # here, not at the top: every trial process imports this module (its trainable), and needs

@@ -19,8 +19,8 @@ from workflows.experiment.space import to_tune
 from workflows.results.export import export_best
 from workflows.results.folders import claim_results_dir, created_by, mark_created, release_lock
 from workflows.results.paths import relative_to_results
+from workflows.results.read_ledger import TestAlreadyRead
 from workflows.results.study_file import check_study
-from workflows.results.test_reads import TestAlreadyRead
 from workflows.results.trials import history_table, trials_table
 from workflows.runtime.cluster import check_feasible, connect
 from workflows.runtime.fatal import run_once

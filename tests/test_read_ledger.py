@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from workflows.results.test_reads import (
+from workflows.results.read_ledger import (
     RECORD,
     TestAlreadyRead,
     claim_test_read,
