@@ -9,7 +9,8 @@ import yaml
 
 from msa_model.config import ConfigError
 from workflows.experiment import SEARCH_SPACES, apply_overrides, load_experiment, parse_experiment
-from workflows.experiment.space import config_point, parse_space, to_tune
+from workflows.experiment.space import config_point, parse_space
+from workflows.runtime.space_tune import to_tune
 
 
 def _write(tmp_path: Path, data: dict, name: str = "exp.yaml") -> Path:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from msa_model.config import ConfigError
-from workflows.experiment import SearcherConfig, parse_experiment, to_tune
+from workflows.experiment import SearcherConfig, parse_experiment
 from workflows.runtime.final import final_seeds, pick_candidates
 from workflows.runtime.searcher import (
     BaselineASHA,
@@ -20,6 +20,7 @@ from workflows.runtime.searcher import (
     make_searcher,
 )
 from workflows.runtime.session import RunningBest, running_best_key
+from workflows.runtime.space_tune import to_tune
 
 
 def _exp(**search):

@@ -16,7 +16,7 @@ from workflows.experiment.schema import (
     load_experiment,
     parse_experiment,
 )
-from workflows.experiment.space import Distribution, config_point, parse_space, to_tune
+from workflows.experiment.space import Distribution, config_point, parse_space
 
 __all__ = [
     "SEARCH_SPACES",
@@ -35,6 +35,5 @@ __all__ = [
     "parse_experiment",
     "parse_space",
     "set_dotted",
-    "to_tune",
     "with_values",
 ]

@@ -1,4 +1,5 @@
-"""The search-space syntax of ``search.space`` and its conversion to Ray Tune domains.
+"""The search-space syntax of ``search.space`` (no Ray: ``workflows.runtime.space_tune`` makes
+Tune's domains of it).
 
 Each entry maps a dotted key of the experiment to one distribution::
 
@@ -29,7 +30,6 @@ __all__ = [
     "Distribution",
     "check_baseline",
     "parse_space",
-    "to_tune",
     "config_point",
 ]
 
@@ -191,16 +191,6 @@ def check_baseline(dists: list[Distribution], base: dict[str, Any]) -> None:
                 f"widen the range, change {dist.key}, or set search.searcher.start_with_config: "
                 "false"
             )
-
-
-def to_tune(dists: list[Distribution]) -> dict[str, Any]:
-    """Flat ``{dotted_key: ray.tune domain}`` for ``Tuner(param_space=...)``."""
-    from ray import tune
-
-    return {
-        d.key: tune.choice(list(d.args)) if d.kind == "choice" else getattr(tune, d.kind)(*d.args)
-        for d in dists
-    }
 
 
 def config_point(dists: list[Distribution], base: dict[str, Any]) -> dict[str, Any]:

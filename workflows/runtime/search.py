@@ -15,7 +15,6 @@ from workflows.errors import NoTrialReported, SearchInterrupted
 from workflows.experiment import Experiment, dump_experiment, load_experiment, parse_experiment
 from workflows.experiment.datasets import check_run_data
 from workflows.experiment.dotted import with_values
-from workflows.experiment.space import to_tune
 from workflows.results.export import export_best
 from workflows.results.folders import claim_results_dir, created_by, mark_created, release_lock
 from workflows.results.paths import relative_to_results
@@ -31,6 +30,7 @@ from workflows.runtime.records import collect_records, unfinished_trials
 from workflows.runtime.reporter import progress_reporter, reporter_output
 from workflows.runtime.searcher import make_scheduler, make_searcher, study_storage
 from workflows.runtime.session import running_best_key
+from workflows.runtime.space_tune import to_tune
 from workflows.runtime.tensorboard import TuneTensorBoard
 from workflows.runtime.trainable import (
     concurrent_trials,
