@@ -1,11 +1,15 @@
 """The search's searcher and scheduler: Optuna (persisted study, chosen sampler) and ASHA.
 
 Optuna, ASHA and the report use one number per trial: the best validation value so far
-(``<metric>_best``, added to every epoch's report by :mod:`workflows.runtime.session`).
+(``<metric>_best``, added to every epoch's report by :mod:`workflows.runtime.session`). The
+persisted study tells what happened as optuna-dashboard shows it: each epoch's ``<metric>`` as
+an intermediate value, a trial stopped early ``PRUNED`` (:mod:`workflows.results.status`), the
+Ray trial id and the baseline flag as user attributes, the objective named ``<metric>``.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +20,23 @@ from ray.tune.search.optuna import OptunaSearch
 
 from msa_model.config import ConfigError
 from workflows.experiment import Experiment, SearcherConfig, config_point
+from workflows.results.status import PRUNED, trial_status
 
 __all__ = [
+    "BASELINE_ATTR",
+    "RAY_ID_ATTR",
     "BaselineASHA",
     "baseline_point",
     "make_sampler",
     "make_scheduler",
     "make_searcher",
+    "StudySearch",
     "study_storage",
 ]
+
+
+RAY_ID_ATTR = "ray_trial_id"  # the study's user attributes of a trial
+BASELINE_ATTR = "baseline"
 
 
 class BaselineASHA(ASHAScheduler):
@@ -92,7 +104,10 @@ def make_searcher(exp: Experiment, storage: str | None, more: int = 0) -> Any:
     point = baseline_point(exp)
     start = [point] if cfg.start_with_config and point is not None and not more else None
     if cfg.type == "optuna" and exp.space:
-        return _StudySearch(
+        return StudySearch(
+            exp.search.metric,
+            exp.train.epochs,
+            point,
             points_to_evaluate=start,
             sampler=make_sampler(cfg, cfg.seed + more),
             study_name=exp.name,
@@ -101,23 +116,86 @@ def make_searcher(exp: Experiment, storage: str | None, more: int = 0) -> Any:
     return BasicVariantGenerator(points_to_evaluate=start, random_state=cfg.seed + more)
 
 
-class _StudySearch(OptunaSearch):
-    """OptunaSearch enqueueing its first points only into a new study.
+class StudySearch(OptunaSearch):
+    """OptunaSearch whose study tells each trial's epochs, status, Ray id and baseline flag.
 
-    Tune sets a restored searcher up again on ``--resume`` before loading its saved state; on a
-    persisted study that would enqueue the baseline a second time (a duplicate trial).
+    Ray's OptunaSearch reports the Tuner's metric (the running best) at each training
+    iteration and tells a trial COMPLETE whenever it reported, so an ASHA stop looked like a
+    finished trial whose curve never falls. Here:
+
+    - each epoch's ``metric`` (not its running best) is the intermediate value at step
+      ``epoch``, written through the storage, so a restarted trial's repeated epoch
+      overwrites it;
+    - a trial that trained fewer than ``epochs`` epochs and did not fail is told ``PRUNED``
+      (Optuna then records its last epoch's value), others as Ray tells them: ``COMPLETE``
+      with the running best, or ``FAIL``;
+    - each trial carries the user attributes ``ray_trial_id`` and ``baseline`` (its values are
+      ``baseline``, the experiment's own), and the study names its objective ``metric``.
+
+    The first points are enqueued only into a new study: Tune sets a restored searcher up
+    again on ``--resume`` before loading its saved state; on a persisted study that would
+    enqueue the baseline a second time (a duplicate trial). A restored searcher keeps this
+    run's ``metric``, ``epochs`` and ``baseline`` (the experiment is checked unchanged).
     """
+
+    def __init__(
+        self, metric: str, epochs: int, baseline: dict[str, Any] | None, **kwargs: Any
+    ) -> None:
+        self._epoch_metric, self._epochs, self._baseline = metric, epochs, baseline
+        super().__init__(**kwargs)
 
     def _setup_study(self, mode: str | list) -> None:
         storage = self._storage
         if storage is None or self._study_name not in optuna.get_all_study_names(storage):
             super()._setup_study(mode)
+        else:
+            points, self._points_to_evaluate = self._points_to_evaluate, []
+            try:
+                super()._setup_study(mode)
+            finally:
+                self._points_to_evaluate = points
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._ot_study.set_metric_names([self._epoch_metric])
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        trial = self._ot_trials[trial_id]
+        trial.set_user_attr(RAY_ID_ATTR, trial_id)
+        trial.set_user_attr(BASELINE_ATTR, trial.params == self._baseline)
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self._completed_trials:
+            self._record_epoch(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        trial = self._ot_trials.get(trial_id)
+        if trial is None or trial_id in self._completed_trials:
             return
-        points, self._points_to_evaluate = self._points_to_evaluate, []
-        try:
-            super()._setup_study(mode)
-        finally:
-            self._points_to_evaluate = points
+        self._record_epoch(trial_id, result or {})  # a stopping result reaches only this hook
+        last = self._ot_study._storage.get_trial(trial._trial_id).last_step
+        if trial_status(error, last or 0, self._epochs) == PRUNED:
+            pruned = optuna.trial.TrialState.PRUNED
+            self._ot_study.tell(trial, state=pruned, skip_if_finished=True)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+    def _record_epoch(self, trial_id: str, result: dict) -> None:
+        """The epoch's ``metric`` as the trial's intermediate value (a repeat overwrites it)."""
+        value, epoch = result.get(self._epoch_metric), result.get("epoch")
+        if value is not None and epoch is not None:
+            self._ot_study._storage.set_trial_intermediate_value(
+                self._ot_trials[trial_id]._trial_id, int(epoch), float(value)
+            )
+
+    def restore(self, checkpoint_path: str) -> None:
+        mine = (self._epoch_metric, self._epochs, self._baseline)
+        super().restore(checkpoint_path)
+        self._epoch_metric, self._epochs, self._baseline = mine
 
 
 def make_scheduler(exp: Experiment) -> TrialScheduler:
