@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -121,7 +122,7 @@ def test_overrides_parse_yaml_values() -> None:
 def test_space_to_tune_and_config_point() -> None:
     exp = load_experiment(SEARCH_SPACES / "demo.yaml")
     base = exp.to_dict(with_search=False)
-    dists = parse_space(exp.search.space, base, parse_experiment)
+    dists = parse_space(exp.search.space, base, exp.with_params)
     assert config_point(dists, base) == {
         "model.image.num_scales": 4,
         "loss.lambda_mscma": 15.0,
@@ -138,3 +139,21 @@ def test_to_dict_round_trip(tmp_path: Path) -> None:
     exp = load_experiment(SEARCH_SPACES / "demo.yaml")
     again = parse_experiment(yaml.safe_load(yaml.safe_dump(exp.to_dict())))
     assert again == exp
+
+
+def test_with_params_sets_dotted_values_and_validates() -> None:
+    exp = load_experiment(SEARCH_SPACES / "demo.yaml")
+    trial = exp.with_params({"loss.margin": 0.35, "model.image.num_scales": 2, "name": "t"})
+    assert (trial.loss.margin, trial.model.image.num_scales, trial.name) == (0.35, 2, "t")
+    assert trial.search is None and exp.loss.margin != 0.35  # a new run; exp unchanged
+    with pytest.raises(ConfigError, match=r"^trial 7: .*loss\.margin"):
+        exp.with_params({"loss.margin": "wide"}, source="trial 7")
+
+
+def test_require_search_types_the_search_and_names_the_file(tmp_path: Path) -> None:
+    searched = load_experiment(SEARCH_SPACES / "demo.yaml").require_search()
+    assert searched.search.metric == "val_mr" and searched.space  # typed: never None
+    assert searched.require_search() is searched
+    path = _write(tmp_path, {"name": "plain"})
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: no `search` section; use"):
+        load_experiment(path).require_search()

@@ -25,7 +25,7 @@ from msa_model.config import (
 )
 from msa_model.constants import DATA_PATH_KEYS, DEFAULT_METRIC, DEFAULT_MODE
 from msa_model.spec import LoopConfig, RunSpec
-from workflows.experiment.dotted import set_dotted
+from workflows.experiment.dotted import set_dotted, with_values
 from workflows.experiment.inherit import chain_source, load_with_bases
 from workflows.experiment.space import YAML11_EXPONENT, Distribution, check_baseline, parse_space
 
@@ -37,6 +37,7 @@ __all__ = [
     "SearchConfig",
     "FinalConfig",
     "Experiment",
+    "SearchExperiment",
     "load_experiment",
     "parse_experiment",
     "apply_overrides",
@@ -192,6 +193,24 @@ class Experiment:
     final: FinalConfig
     # search.space parsed (and validated) once; not part of the mapping
     space: list[Distribution] = field(default_factory=list, compare=False, repr=False)
+    source: str = field(default="<dict>", compare=False, repr=False)  # its file, for errors
+
+    def with_params(self, params: dict[str, Any], source: str = "<dict>") -> Experiment:
+        """The run of one point of the search: each dotted key of ``params`` set (``name``
+        too), ``search`` dropped, parsed and validated again; errors name ``source``."""
+        return parse_experiment(with_values(self.to_dict(with_search=False), params), source)
+
+    def require_search(self) -> SearchExperiment:
+        """This experiment typed as a search (``search`` present).
+
+        Raises:
+            ConfigError: No ``search`` section (naming the experiment's file).
+        """
+        if self.search is None:
+            where = self.name if self.source == "<dict>" else self.source
+            raise ConfigError(f"{where}: no `search` section; use `msa train` for a single run")
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return SearchExperiment(**fields)
 
     def to_dict(self, with_search: bool = True) -> dict[str, Any]:
         """The plain mapping (the YAML schema), optionally without ``search``."""
@@ -234,6 +253,17 @@ class Experiment:
         )
 
 
+@dataclass
+class SearchExperiment(Experiment):
+    """An experiment with its ``search`` section: what ``msa tune`` runs
+    (:meth:`Experiment.require_search`)."""
+
+    search: SearchConfig
+
+    def require_search(self) -> SearchExperiment:
+        return self
+
+
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
@@ -267,13 +297,12 @@ def parse_experiment(raw: dict[str, Any], source: str = "<dict>") -> Experiment:
                 if key == "search" and value is None
                 else from_dict(cls, _exponents_as_floats(cls, value), key)
             )
-        exp = Experiment(name=_check_name(raw["name"]), **sections)
+        exp = Experiment(name=_check_name(raw["name"]), **sections, source=source)
         if exp.search is not None:
-            exp.space = parse_space(
-                exp.search.space, exp.to_dict(with_search=False), _validate_plain
-            )
+            plain = exp.to_dict(with_search=False)
+            exp.space = parse_space(exp.search.space, plain, exp.with_params)
             if exp.search.searcher.start_with_config:
-                check_baseline(exp.space, exp.to_dict(with_search=False))
+                check_baseline(exp.space, plain)
         return exp
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
@@ -304,10 +333,6 @@ def _as_float(value: Any) -> Any:
     if isinstance(value, list):
         return [_as_float(v) for v in value]
     return value
-
-
-def _validate_plain(raw: dict[str, Any]) -> None:
-    parse_experiment(raw)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

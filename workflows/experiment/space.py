@@ -23,7 +23,7 @@ from typing import Any
 
 from msa_model.config import ConfigError
 from msa_model.constants import DATA_PATH_KEYS
-from workflows.experiment.dotted import get_dotted, with_values
+from workflows.experiment.dotted import get_dotted
 
 __all__ = [
     "YAML11_EXPONENT",
@@ -126,12 +126,13 @@ def _parse_entry(key: str, spec: Any) -> Distribution:
 
 
 def parse_space(
-    space: dict[str, Any], base: dict[str, Any], validate: Callable[[dict[str, Any]], None]
+    space: dict[str, Any], base: dict[str, Any], with_params: Callable[[dict[str, Any]], Any]
 ) -> list[Distribution]:
     """Validate ``search.space`` against the experiment mapping ``base`` (without ``search``).
 
-    ``validate`` checks a whole experiment mapping (raising ConfigError); it is run with each
-    distribution's extreme values filled in.
+    ``with_params`` applies dotted values to the experiment and validates the result (raising
+    ConfigError, :meth:`~workflows.experiment.schema.Experiment.with_params`); it is run with
+    each distribution's extreme values.
 
     Raises:
         ConfigError: naming ``search.space.<key>`` for unknown keys, bad distributions, empty
@@ -155,7 +156,7 @@ def parse_space(
         dist = _parse_entry(key, spec)
         for value in dist.extremes():
             try:
-                validate(with_values(base, {key: value}))
+                with_params({key: value})
             except ConfigError as exc:
                 message = str(exc).removeprefix("<dict>: ")
                 raise ConfigError(

@@ -11,13 +11,7 @@ import pandas as pd
 from msa_model.config import ConfigError
 from msa_model.constants import DEFAULT_METRIC, score_key
 from workflows.errors import ResultsFolderError
-from workflows.experiment import (
-    Experiment,
-    dump_experiment,
-    load_experiment,
-    parse_experiment,
-    with_values,
-)
+from workflows.experiment import Experiment, dump_experiment, load_experiment
 from workflows.results.trials import read_table
 
 __all__ = ["trial_experiment", "export_best", "export_trial", "HEADER"]
@@ -51,9 +45,7 @@ def _write(exp: Experiment, path: Path, header: str) -> None:
 
 def trial_experiment(exp: Experiment, params: dict[str, Any], name: str) -> Experiment:
     """``exp`` with a trial's searched values (dotted keys) filled in, named ``name``, no search."""
-    raw = with_values(exp.to_dict(with_search=False), params)
-    raw["name"] = name
-    return parse_experiment(raw, source=f"trial config {name}")
+    return exp.with_params({**params, "name": name}, source=f"trial config {name}")
 
 
 def _final_ranking(results_dir: Path, trials: int) -> list[dict[str, Any]]:

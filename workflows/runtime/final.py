@@ -26,7 +26,7 @@ from msa_model.checkpoint import read_checkpoint_meta
 from msa_model.config import DataConfig
 from msa_model.constants import METRIC_KEYS
 from workflows.errors import SearchInterrupted
-from workflows.experiment import Experiment, parse_experiment, with_values
+from workflows.experiment import Experiment, SearchExperiment
 from workflows.results.paths import relative_to_results
 from workflows.results.read_ledger import claim_test_read, finish_test_read, recorded_reads
 from workflows.results.trials import read_table
@@ -56,8 +56,7 @@ def pick_candidates(table: pd.DataFrame, exp: Experiment) -> list[dict[str, Any]
     among the distinct configs (None for a baseline that never reported), ``baseline``,
     ``trial_id`` and ``search_score`` (its trial's best validation value), ``params``.
     """
-    assert exp.search is not None
-    col = f"best_{exp.search.metric}"
+    col = f"best_{exp.require_search().search.metric}"
     baseline = baseline_point(exp) or {}
     ranked: list[dict[str, Any]] = []
     for row in table[table[col].notna()].itertuples(index=False):
@@ -100,31 +99,32 @@ def _run_name(exp: Experiment, params: dict[str, Any], seed: int) -> str:
 
 
 def make_final_driver(
-    name: str,
-    base: dict[str, Any],
+    exp: Experiment,
     storage_path: str,
     metric: str,
     mode: str,
     train_on_val: bool,
 ):
-    """The Tune trainable of one final run: train (:func:`train_run`), then test once.
+    """The Tune trainable of one final run of ``exp``: train (:func:`train_run`), then test once.
 
     ``config["run"]`` holds its ``label``, ``params``, ``seed`` and ``run`` name. The last report
     holds the tested epoch (``final_epoch``), its ``val_*`` metrics (none on train+val), the
     ``test_*`` metrics and the ``checkpoint``.
     """
 
+    name = exp.name
+
     def driver(config: dict[str, Any]) -> None:
         run = config["run"]
         run_dir = f"{storage_path}/{run['run']}"
 
         def train_and_test() -> None:
-            exp = parse_experiment(
-                with_values(base, {**run["params"], "train.seed": run["seed"]}),
+            label = f"{name} {run['label']} seed {run['seed']}"
+            trained = exp.with_params(
+                {**run["params"], "train.seed": run["seed"]},
                 source=f"final run {run['label']} seed {run['seed']}",
             )
-            label = f"{name} {run['label']} seed {run['seed']}"
-            best = train_run(exp, run["run"], storage_path, metric, mode, train_on_val, label)
+            best = train_run(trained, run["run"], storage_path, metric, mode, train_on_val, label)
             if best is None:
                 raise RuntimeError(f"final run {run['run']}: no checkpoint was written")
             report = _stored_test(run_dir)
@@ -133,7 +133,7 @@ def make_final_driver(
 
                 with ray.train.Checkpoint(best).as_directory() as local:  # fetched once
                     tested = read_checkpoint_meta(local)["metrics"]
-                    scores, examples = read_test_split(local, exp.data)
+                    scores, examples = read_test_split(local, trained.data)
                 report = {
                     "final_epoch": int(tested["epoch"]),
                     **{k: tested[k] for k in tested if k.startswith("val_")},
@@ -195,15 +195,17 @@ def _previous_runs(final_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def _launch(
-    exp: Experiment, root: str, todo: list[dict[str, Any]], final_dir: Path, reread: bool
+    exp: SearchExperiment, root: str, todo: list[dict[str, Any]], final_dir: Path, reread: bool
 ) -> list[dict[str, Any]]:
     """Run ``todo`` as concurrent Tune trials; each run's record (see ``summary``)."""
-    assert exp.search is not None
     in_trial = trains_in_trial(exp)
     resources = trial_resources(exp, in_trial)
-    base = exp.with_absolute_paths().to_dict(with_search=False)
     driver = make_final_driver(
-        exp.name, base, f"{root}/{RUNS_DIR}", exp.search.metric, exp.search.mode, exp.final.retrain
+        exp.with_absolute_paths(),
+        f"{root}/{RUNS_DIR}",
+        exp.search.metric,
+        exp.search.mode,
+        exp.final.retrain,
     )
     at_once = concurrent_trials(
         exp, ray.cluster_resources(), None if in_trial else resources, runs=len(todo)
@@ -271,7 +273,7 @@ def run_final(
     from workflows.results.report import write_report
     from workflows.results.summary import final_summary
 
-    assert exp.search is not None
+    exp = exp.require_search()
     final_dir = out / "final"
     final_dir.mkdir(parents=True, exist_ok=True)
     table = read_table(out / "trials.csv")

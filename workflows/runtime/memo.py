@@ -15,7 +15,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from msa_model.spec import RunSpec
-from workflows.experiment import Experiment, parse_experiment, with_values
+from workflows.experiment import Experiment
 
 __all__ = ["memo_specs", "warm_memos"]
 
@@ -28,7 +28,6 @@ def memo_specs(exp: Experiment) -> list[tuple[RunSpec, tuple[str, ...]]]:
     model = exp.model
     if model.frozen_cache_dir is None or not (model.image.cache_frozen or model.text.cache_frozen):
         return []
-    base = exp.to_dict(with_search=False)
     variants = [{}] + [  # each tower's memo depends on its own bottom only: one key at a time
         {d.key: value}
         for d in exp.space
@@ -37,7 +36,7 @@ def memo_specs(exp: Experiment) -> list[tuple[RunSpec, tuple[str, ...]]]:
     ]
     specs, seen = [], {"image": set(), "text": set()}
     for values in variants:
-        spec = parse_experiment(with_values(base, values), source=exp.name).spec()
+        spec = exp.with_params(values, source=exp.name).spec()
         new = tuple(
             tower for tower, bottom in (("image", spec.model.image.trainable),
                                         ("text", spec.model.text.trainable))

@@ -12,9 +12,8 @@ from ray.tune import ExperimentAnalysis, ResultGrid
 
 from msa_model.config import ConfigError
 from workflows.errors import NoTrialReported, SearchInterrupted
-from workflows.experiment import Experiment, dump_experiment, load_experiment, parse_experiment
+from workflows.experiment import Experiment, SearchExperiment, dump_experiment, load_experiment
 from workflows.experiment.datasets import check_run_data
-from workflows.experiment.dotted import with_values
 from workflows.results.export import export_best
 from workflows.results.folders import claim_results_dir, created_by, mark_created, release_lock
 from workflows.results.paths import relative_to_results
@@ -55,8 +54,9 @@ TUNE_DIR = "tune"
 PLANNED = "search_runs.json"  # trials per Tune run: what --resume expects of the latest one
 
 
-def make_driver(name: str, base: dict[str, Any], storage_path: str, metric: str, mode: str):
-    """The Tune trainable: one trial's training run (:func:`train_run`) from its params.
+def make_driver(exp: Experiment, storage_path: str, metric: str, mode: str):
+    """The Tune trainable: one trial's training run (:func:`train_run`) of ``exp`` with its
+    params (:meth:`~workflows.experiment.schema.Experiment.with_params`).
 
     The run's folder is ``<storage_path>/<name>_<trial id>`` (:func:`trial_run_name`, as its
     Tune trial dir and TensorBoard run) and its progress lines start with ``[<name> <trial
@@ -64,13 +64,15 @@ def make_driver(name: str, base: dict[str, Any], storage_path: str, metric: str,
     dashboard.
     """
 
+    name = exp.name
+
     def driver(params: dict[str, Any]) -> None:
         trial_id = tune.get_context().get_trial_id()
         run_name = trial_run_name(name, trial_id)
 
         def run() -> None:
-            exp = parse_experiment(with_values(base, params), source="trial config")
-            train_run(exp, run_name, storage_path, metric, mode, label=f"{name} {trial_id}")
+            trial = exp.with_params(params, source="trial config")
+            train_run(trial, run_name, storage_path, metric, mode, label=f"{name} {trial_id}")
 
         run_once(f"{storage_path}/{run_name}", run)  # an error that would repeat is not retried
 
@@ -86,13 +88,12 @@ def _tune_runs(root: str) -> list[str]:
     return names
 
 
-def _study(exp: Experiment, out: Path) -> str | None:
+def _study(exp: SearchExperiment, out: Path) -> str | None:
     """The Optuna storage URL of the search's study (None with Tune's random search)."""
-    assert exp.search is not None
     return study_storage(exp, out) if exp.search.searcher.type == "optuna" and exp.space else None
 
 
-def _prepare_dir(out: Path, exp: Experiment, resume: bool, more: int, root: str) -> bool:
+def _prepare_dir(out: Path, exp: SearchExperiment, resume: bool, more: int, root: str) -> bool:
     """Check, lock and create ``out``; check the study; whether Tune's state is to be restored."""
     stored = out / "experiment.yaml"
     tune_path = f"{root}/{TUNE_DIR}"
@@ -156,18 +157,17 @@ def _plan(out: Path, name: str, trials: int) -> None:
 
 
 def _tuner(
-    exp: Experiment, out: Path, root: str, runs: list[str], resume: bool, more: int
+    exp: SearchExperiment, out: Path, root: str, runs: list[str], resume: bool, more: int
 ) -> tuple[tune.Tuner, str]:
     """A new Tuner over ``exp.space`` (``more`` trials in a new run), or the latest run restored.
 
     Returns the Tuner and its run's name.
     """
-    assert exp.search is not None
     search, in_trial = exp.search, trains_in_trial(exp)
-    base = exp.with_absolute_paths().to_dict(with_search=False)  # Tune's boundary: a mapping
     resources = trial_resources(exp, in_trial)
     driver = tune.with_resources(
-        make_driver(exp.name, base, f"{root}/trials", search.metric, search.mode), resources
+        make_driver(exp.with_absolute_paths(), f"{root}/trials", search.metric, search.mode),
+        resources,
     )
     if resume and not more:
         tuner = tune.Tuner.restore(
@@ -264,8 +264,7 @@ def run_tune(
     An interrupted search raises :class:`SearchInterrupted` before export and the final stage;
     the final stage reads the test split once per model (``reread_test`` to read it again).
     """
-    if exp.search is None:
-        raise ConfigError(f"{exp.name}: no `search` section; use `msa train` for a single run")
+    exp = exp.require_search()
     out = results_root / exp.name
     try:
         return _search(exp, out, address, storage, resume, final, num_cpus, more, reread_test)
@@ -274,7 +273,7 @@ def run_tune(
 
 
 def _search(
-    exp: Experiment,
+    exp: SearchExperiment,
     out: Path,
     address: str | None,
     storage: str | None,
@@ -285,7 +284,6 @@ def _search(
     reread_test: bool,
 ) -> Path:
     """:func:`run_tune` once its results folder is known."""
-    assert exp.search is not None
     check_run_data(exp.with_absolute_paths().data, require_test=final and exp.final.enabled)
     root = storage_root(out, storage, exp.name)
     restore = _prepare_dir(out, exp, resume, more, root)

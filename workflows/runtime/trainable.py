@@ -7,7 +7,7 @@ import math
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from msa_model.constants import score_key
-from workflows.experiment import Experiment
+from workflows.experiment import Experiment, SearchExperiment
 from workflows.runtime.checkpoints import RunCheckpoints
 from workflows.runtime.cluster import driver_resources
 from workflows.runtime.launch import make_trainer, run_in_trial
@@ -72,7 +72,7 @@ def train_run(
 
 
 def concurrent_trials(
-    exp: Experiment,
+    exp: SearchExperiment,
     resources: dict[str, float],
     driver: dict[str, float] | None = None,
     runs: int | None = None,
@@ -82,7 +82,6 @@ def concurrent_trials(
     A trial needs its Train workers' resources plus its driver's CPU share (``driver``). At
     most ``search.max_concurrent_trials`` and ``runs`` (default: ``search.num_samples``).
     """
-    assert exp.search is not None
     per_trial = exp.train.num_workers * exp.train.cpus_per_worker + (driver or {}).get("CPU", 0)
     fit = math.floor(resources.get("CPU", 1) / per_trial)
     if exp.train.use_gpu:
@@ -97,13 +96,12 @@ def concurrent_trials(
     return max(1, min(fit, limit, runs))
 
 
-def trial_retries(exp: Experiment, in_trial: bool) -> int:
+def trial_retries(exp: SearchExperiment, in_trial: bool) -> int:
     """Tune's restarts of a failed trial (-1: unlimited).
 
     ``search.max_trial_failures``; a trial that trains in its own process also gets the
     ``train.max_failures`` restarts from its last checkpoint that a TorchTrainer would make.
     """
-    assert exp.search is not None
     counts = [exp.search.max_trial_failures] + ([exp.train.max_failures] if in_trial else [])
     return -1 if -1 in counts else sum(counts)
 
