@@ -107,7 +107,7 @@ def test_dashboard_shows_each_trial_by_name(tuned: Path) -> None:
     with its progress (every epoch's line in its actor's log)."""
     seen = json.loads((tuned / "dashboard.json").read_text())
     trials = read_table(tuned / "results" / "tiny" / "trials.csv")
-    trained = trials.loc[trials["status"] == "TERMINATED", "trial_id"].tolist()
+    trained = trials.loc[trials["status"] == "COMPLETE", "trial_id"].tolist()
     assert trained and set(trained) <= set(seen), (trained, seen)
     for trial in trained:
         assert [line.split(" ")[1] for line in seen[trial]] == ["1/2", "2/2"], seen[trial]
@@ -138,9 +138,9 @@ def test_tune_writes_consistent_results(tuned: Path) -> None:
     assert len(trials) == 3 and trials["trial_id"].is_unique
     failed = trials["param.model.image.num_scales"] == 9
     assert failed.any() and (~failed).any(), "the seeded search must hit both choices"
-    assert (trials.loc[failed, "status"] == "ERROR").all()
+    assert (trials.loc[failed, "status"] == "FAIL").all()
     assert trials.loc[failed, "error"].str.contains("num_scales: 9 exceeds").all()
-    assert (trials.loc[~failed, "status"] == "TERMINATED").all()
+    assert (trials.loc[~failed, "status"] == "COMPLETE").all()
     assert (trials.loc[~failed, "epochs"] == 2).all()
     # the first trial is the experiment's own values (the paper settings)
     history = read_table(out / "history.csv")
@@ -329,5 +329,5 @@ def test_resume_more_adds_trials_to_the_same_study(tuned: Path) -> None:
     assert (out / "ray" / "tune_more1").is_dir()
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
     assert len(study.trials) == 4
-    reported = after.loc[after["status"] != "ERROR", "trial_id"]
+    reported = after.loc[after["status"] != "FAIL", "trial_id"]
     assert set(reported) <= set(read_table(out / "history.csv")["trial_id"])

@@ -13,6 +13,7 @@ from ray import tune
 from ray.tune import ExperimentAnalysis
 
 from msa_model.checkpoint import read_checkpoint_meta
+from workflows.results.status import COMPLETE, FAIL
 from workflows.results.trials import TrialRecord
 from workflows.runtime.checkpoints import RECORD
 from workflows.runtime.trainable import trial_run_name
@@ -114,7 +115,7 @@ def collect_records(
             TrialRecord(
                 trial_id=trial_id,
                 params=dict(result.config or {}),
-                status="ERROR" if error else "TERMINATED",
+                status=FAIL if error else COMPLETE,
                 error=None if error is None else error_summary(error),
                 history=history,
             )
