@@ -72,7 +72,7 @@ def run(quick: bool = False, num_cpus: int = 2) -> dict[str, Any]:
             began = time.perf_counter()
             final = run_final(out, exp, storage=root)
             wall = time.perf_counter() - began
-            runs = [r for c in final["candidates"] for r in c["seeds"]]
+            runs = [r for c in final.candidates for r in c.runs]
             (state,) = Path(root).glob("final_tune_*")
             durations = [
                 float(t.last_result["time_total_s"]) for t in ExperimentAnalysis(str(state)).trials
@@ -83,8 +83,8 @@ def run(quick: bool = False, num_cpus: int = 2) -> dict[str, Any]:
     assert len(durations) == len(runs), "every final run must have finished"
     ideal = ideal_makespan(durations, slots)
     row = {
-        "configs": len(final["candidates"]),
-        "seeds": len(final["seeds"]),
+        "configs": len(final.candidates),
+        "seeds": len(final.seeds),
         "runs": len(durations),
         "slots": slots,
         "epochs": exp.train.epochs,

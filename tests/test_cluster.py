@@ -394,7 +394,7 @@ def test_submit_job_runs_trials_on_both_nodes(cluster: Cluster, synth_data: Path
     out = work / "results" / "tiny-job"  # msa submit's default: <working dir>/results
     assert (out / "final" / "metrics.json").is_file()
     trials = read_table(out / "trials.csv")
-    assert len(trials) == 2 and (trials["status"] == "TERMINATED").all()
+    assert len(trials) == 2 and (trials["status"] == "COMPLETE").all()
     history = read_table(out / "history.csv")
     assert set(history["node_id"]) == {cluster.head_id, cluster.worker_id}
 
@@ -414,7 +414,7 @@ def test_plain_ray_job_submit(cluster: Cluster, synth_data: Path, tmp_path: Path
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "succeeded" in proc.stdout + proc.stderr
     trials = read_table(tmp_path / "out" / "plain" / "trials.csv")
-    assert len(trials) == 1 and trials["status"].iloc[0] == "TERMINATED"
+    assert len(trials) == 1 and trials["status"].iloc[0] == "COMPLETE"
 
 
 @pytest.mark.slow  # pytest -m slow: in the extended run, not the default suite
@@ -479,7 +479,7 @@ def _assert_resumed_and_complete(text: str, out: Path, epochs: int) -> None:
     resumed = re.findall(r"resumed from \S+ at epoch (\d+)", text)
     assert resumed and 1 <= int(resumed[0]) < epochs, text[-4000:]
     trials = read_table(out / "trials.csv")
-    assert (trials["status"] == "TERMINATED").all() and (trials["epochs"] == epochs).all()
+    assert (trials["status"] == "COMPLETE").all() and (trials["epochs"] == epochs).all()
     history = read_table(out / "history.csv")
     assert set(history["epoch"]) == set(range(1, epochs + 1))
 
@@ -544,7 +544,7 @@ def test_resume_after_the_driver_is_killed(
         assert checkpoints(run_dir(trial_id)) == before[trial_id]
         assert trial_id not in resumed
     trials = read_table(out / "trials.csv")
-    assert len(trials) == 2 and (trials["status"] == "TERMINATED").all()
+    assert len(trials) == 2 and (trials["status"] == "COMPLETE").all()
     assert (trials["epochs"] == long).all()
     history = read_table(out / "history.csv")
     for trial_id in trials["trial_id"]:
@@ -586,7 +586,7 @@ def test_search_survives_losing_a_node(cluster: Cluster, synth_data, tmp_path) -
     text = finish(proc, log)
     assert [n["node_id"] for n in alive_nodes(cluster.dashboard)] == [cluster.head_id]
     trials = read_table(tmp_path / "results" / "nl" / "trials.csv")
-    assert len(trials) == 2 and (trials["status"] == "TERMINATED").all(), trials.to_string()
+    assert len(trials) == 2 and (trials["status"] == "COMPLETE").all(), trials.to_string()
     assert (trials["epochs"] == LONG).all()
     # the trial of the lost node went on from its checkpoint, on the head
     assert re.search(rf"resumed from \S*/nl_{moved}/checkpoint_\S+ at epoch \d+", text), text

@@ -74,7 +74,7 @@ def test_ctrl_c_exits_130_untested_then_resume_tests_once(synth_data: Path, tmp_
     done = _msa(*args, "--resume", cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     table = read_table(out / "trials.csv")
-    assert table["status"].tolist() == ["TERMINATED"] and table["epochs"].tolist() == [EPOCHS]
+    assert table["status"].tolist() == ["COMPLETE"] and table["epochs"].tolist() == [EPOCHS]
     history = read_table(out / "history.csv")
     assert history["epoch"].tolist() == list(range(1, EPOCHS + 1))  # before and after Ctrl-C
     reads = recorded_reads(out / "final")
@@ -90,7 +90,7 @@ def test_non_finite_loss_fails_once_and_no_trial_reported(synth_data: Path, tmp_
     assert "msa: error: no trial reported val_mr: all 1 failed" in done.stderr
     out = tmp_path / "results" / "nan"
     table = read_table(out / "trials.csv")
-    assert table["status"].tolist() == ["ERROR"]
+    assert table["status"].tolist() == ["FAIL"]
     assert "FloatingPointError: non-finite loss" in table["error"].iloc[0]
     (errors,) = (out / "ray" / "tune").glob("nan_*/error.txt")
     attempts = errors.read_text().split("Failure # ")[1:]

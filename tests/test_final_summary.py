@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,35 +13,32 @@ from msa_model.constants import METRIC_KEYS
 from workflows.experiment import dump_experiment, parse_experiment
 from workflows.results.export import export_best
 from workflows.results.report import write_report
+from workflows.results.schema import Candidate, FinalRun, FinalSummary, Gallery, write_final
 from workflows.results.summary import final_summary
 
 CANDIDATES = [
-    {"label": "rank1", "rank": 1, "baseline": False, "trial_id": "t1", "search_score": 70.0,
-     "params": {"loss.margin": 0.3}},
-    {"label": "rank2", "rank": 2, "baseline": False, "trial_id": "t2", "search_score": 69.0,
-     "params": {"loss.margin": 0.4}},
-    {"label": "baseline", "rank": 5, "baseline": True, "trial_id": "t5", "search_score": 50.0,
-     "params": {"loss.margin": 0.5}},
-]  # fmt: skip
+    Candidate("rank1", 1, False, "t1", 70.0, {"loss.margin": 0.3}),
+    Candidate("rank2", 2, False, "t2", 69.0, {"loss.margin": 0.4}),
+    Candidate("baseline", 5, True, "t5", 50.0, {"loss.margin": 0.5}),
+]
 VAL_MR = {"rank1": [60.0, 62.0, 64.0], "rank2": [63.0, 64.0, 65.0], "baseline": [50.0, 51.0, 55.0]}
 TEST_MR = {"rank1": [58.0, 59.0, 60.0], "rank2": [61.0, 61.0, 64.0], "baseline": [52.0, 50.0, 55.0]}
 
 
-def _runs() -> list[dict]:
+def _runs() -> list[FinalRun]:
     runs = []
     for label in VAL_MR:
-        for i, seed in enumerate((1, 2, 3)):
-            val = {k: VAL_MR[label][i] + 1 for k in METRIC_KEYS} | {"mr": VAL_MR[label][i]}
-            test = {k: TEST_MR[label][i] - 1 for k in METRIC_KEYS} | {"mr": TEST_MR[label][i]}
-            runs.append(
-                {"label": label, "seed": seed, "run": f"{label}-{seed}", "epoch": 4,
-                 "checkpoint": f"/ckpt/{label}-{seed}", "val": val, "test": test}
-            )  # fmt: skip
+        for seed in (3, 1, 2):  # listed in any order, summarised by seed
+            val = {k: VAL_MR[label][seed - 1] + 1 for k in METRIC_KEYS}
+            test = {k: TEST_MR[label][seed - 1] - 1 for k in METRIC_KEYS}
+            val["mr"], test["mr"] = VAL_MR[label][seed - 1], TEST_MR[label][seed - 1]
+            ckpt = f"/ckpt/{label}-{seed}"
+            runs.append(FinalRun(label, seed, f"{label}-{seed}", ckpt, 4, val, test))
     return runs
 
 
-def _final() -> dict:
-    gallery = {"val": {"images": 100, "captions": 500, "chance": dict.fromkeys(METRIC_KEYS, 5.0)}}
+def _final() -> FinalSummary:
+    gallery = {"val": Gallery(100, 500, dict.fromkeys(METRIC_KEYS, 5.0))}
     return final_summary(
         CANDIDATES,
         _runs(),
@@ -55,7 +53,8 @@ def _final() -> dict:
 
 
 def test_schema_winner_and_paired_comparison() -> None:
-    final = json.loads(json.dumps(_final()))  # what metrics.json holds
+    final = json.loads(json.dumps(_final().to_json()))  # what metrics.json holds
+    assert final["schema_version"] == 1
     assert {"baseline", "winner", "candidates", "comparison", "gallery", "seeds"} <= set(final)
     for cand in [final["winner"], final["baseline"], *final["candidates"]]:
         assert {"label", "params", "seeds", "val", "test", "trial_id", "rank"} <= set(cand)
@@ -96,14 +95,16 @@ def test_report_and_export_read_the_winner(tmp_path: Path) -> None:
     )
     (out / "trials.csv").write_text(table)
     final = _final()
-    final["winner"]["seeds"][0]["examples"] = {
+    first = dataclasses.replace(final.winner.runs[0], examples={
         "image_to_text": [{"image": "x.png", "hits": [
             {"caption": "a port", "right": True, "score": 0.91},
             {"caption": "a farm", "right": False, "score": 0.5}]}],
         "text_to_image": [{"caption": "a farm", "image": "y.png", "hits": [
             {"image": "x.png", "right": False, "score": 0.5}]}],
-    }  # fmt: skip
-    (out / "final" / "metrics.json").write_text(json.dumps(final))
+    })  # fmt: skip
+    winner = dataclasses.replace(final.winner, runs=(first, *final.winner.runs[1:]))
+    final = dataclasses.replace(final, winner=winner)
+    write_final(out / "final" / "metrics.json", final)
     (best,) = export_best(out)
     assert yaml.safe_load(best.read_text())["loss"]["margin"] == 0.4  # rank2, the winner
     assert "final stage, rank2 (search trial t2): mean val_mr 64.0000 over 3" in best.read_text()

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from msa_model.config import ConfigError
 from msa_model.constants import DEFAULT_METRIC, score_key
 from workflows.errors import ResultsFolderError
 from workflows.experiment import Experiment, dump_experiment, load_experiment
-from workflows.results.trials import read_table
+from workflows.results.schema import CandidateResult, TrialRow, read_final
+from workflows.results.trials import read_table, trial_rows
 
 __all__ = ["trial_experiment", "export_best", "export_trial", "HEADER"]
 
@@ -48,7 +46,7 @@ def trial_experiment(exp: Experiment, params: dict[str, Any], name: str) -> Expe
     return exp.with_params({**params, "name": name}, source=f"trial config {name}")
 
 
-def _final_ranking(results_dir: Path, trials: int) -> list[dict[str, Any]]:
+def _final_ranking(results_dir: Path, trials: int) -> list[CandidateResult]:
     """The final stage's candidates, winner first, then by mean validation score.
 
     Empty when there is no final stage, or when it predates trials added since (``--more``).
@@ -56,29 +54,27 @@ def _final_ranking(results_dir: Path, trials: int) -> list[dict[str, Any]]:
     path = results_dir / "final" / "metrics.json"
     if not path.is_file():
         return []
-    final = json.loads(path.read_text())
-    if "winner" not in final or final.get("search_trials") != trials:
+    final = read_final(path)
+    if final.search_trials != trials:
         return []
-    key = final["metric"].removeprefix("val_")
-    others = [c for c in final["candidates"] if c["label"] != final["winner"]["label"]]
+    others = [c for c in final.candidates if c.label != final.winner.label]
     others.sort(
-        key=lambda c: score_key(c["val"][key]["mean"] if c["val"] else None, final["mode"]),
-        reverse=True,
+        key=lambda c: score_key(c.val[final.key].mean if c.val else None, final.mode), reverse=True
     )
-    return [final["winner"], *others]
+    return [final.winner, *others]
 
 
-def _header(results_dir: Path, source: Any, metric: str) -> str:
-    if isinstance(source, dict):  # a final-stage candidate
-        summary = (source["val"] or {}).get(metric.removeprefix("val_"))
-        score = "" if summary is None else f": mean {metric} {summary['mean']:.4f}"
+def _header(results_dir: Path, source: CandidateResult | TrialRow, metric: str) -> str:
+    if isinstance(source, CandidateResult):  # a final-stage candidate
+        summary = (source.val or {}).get(metric.removeprefix("val_"))
+        score = "" if summary is None else f": mean {metric} {summary.mean:.4f}"
         return (
-            f"{HEADER}{results_dir} final stage, {source['label']} (search trial "
-            f"{source['trial_id']}){score} over {len(source['seeds'])} retrained seeds\n"
+            f"{HEADER}{results_dir} final stage, {source.label} (search trial "
+            f"{source.trial_id}){score} over {len(source.runs)} retrained seeds\n"
         )
     return (
         f"{HEADER}{results_dir} trial {source.trial_id}: "
-        f"best {metric} {getattr(source, f'best_{metric}'):.4f} at epoch {int(source.best_epoch)}\n"
+        f"best {metric} {source.best:.4f} at epoch {source.best_epoch}\n"
     )
 
 
@@ -98,11 +94,11 @@ def export_best(results_dir: Path, top: int = 1, out: Path | None = None) -> lis
     exp = load_experiment(results_dir / "experiment.yaml")
     metric = exp.search.metric if exp.search else DEFAULT_METRIC
     table = read_table(table_path)
-    ranked = table[table.get(f"best_{metric}", pd.Series(dtype=float)).notna()]
-    if ranked.empty:
+    ranked = [row for row in trial_rows(table, metric) if row.best is not None]
+    if not ranked:
         raise ValueError(f"{table_path}: no trial reported {metric}; nothing to export")
     final = _final_ranking(results_dir, len(table))
-    sources = final or list(ranked.itertuples(index=False))
+    sources: list[CandidateResult] | list[TrialRow] = final or ranked
     if top > len(sources):
         ranking = "the final stage ranked" if final else "the search has"
         what = "candidates" if final else f"trials that reported {metric}"
@@ -112,7 +108,7 @@ def export_best(results_dir: Path, top: int = 1, out: Path | None = None) -> lis
         )
     written = []
     for rank, source in enumerate(sources[:top], start=1):
-        params = source["params"] if isinstance(source, dict) else json.loads(source.params)
+        params = source.params
         if top == 1:
             path = out or results_dir / "best_config.yaml"
             name = f"{exp.name}_best"
@@ -132,15 +128,15 @@ def export_trial(results_dir: Path, trial_id: str, out: Path | None = None) -> P
     from workflows.results.locate import find_trial
 
     results_dir = Path(results_dir)
-    row = find_trial(results_dir, trial_id)
     exp = load_experiment(results_dir / "experiment.yaml")
     metric = exp.search.metric if exp.search else DEFAULT_METRIC
-    if pd.isna(row.get(f"best_{metric}")):
+    row = find_trial(results_dir, trial_id, metric)
+    if row.best is None:
         raise ConfigError(
-            f"--trial {trial_id}: trial {row['trial_id']} never reported {metric} (status "
-            f"{row['status']}); nothing to export"
+            f"--trial {trial_id}: trial {row.trial_id} never reported {metric} (status "
+            f"{row.status}); nothing to export"
         )
-    path = out or results_dir / f"trial_{row['trial_id']}.yaml"
-    experiment = trial_experiment(exp, json.loads(row["params"]), f"{exp.name}_{row['trial_id']}")
+    path = out or results_dir / f"trial_{row.trial_id}.yaml"
+    experiment = trial_experiment(exp, row.params, f"{exp.name}_{row.trial_id}")
     _write(experiment, path, _header(results_dir, row, metric))
     return path

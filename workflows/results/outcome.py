@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
+
+from workflows.results.schema import SPLITS, FinalSummary, read_final
 
 __all__ = ["print_outcome", "print_final", "tensorboard_hint"]
 
@@ -13,7 +14,7 @@ def print_outcome(out: Path) -> None:
     """The final stage's summary (when it ran), the report, the best config and TensorBoard."""
     metrics = out / "final" / "metrics.json"
     if metrics.is_file():
-        print_final(json.loads(metrics.read_text()))
+        print_final(read_final(metrics))
         print(f"\n[msa] report: {out / 'final' / 'report.md'}")
     print(f"[msa] best config: {out / 'best_config.yaml'}")
     print(f"[msa] TensorBoard: {tensorboard_hint(out / 'tensorboard')}")
@@ -27,23 +28,20 @@ def tensorboard_hint(logdir: Path, installed: bool | None = None) -> str:
     return command if installed else f'pip install -e ".[tensorboard]" (once), then {command}'
 
 
-def print_final(final: dict) -> None:
+def print_final(final: FinalSummary) -> None:
     """The final stage in a few lines: each candidate's mR over seeds, winner vs baseline."""
     from workflows.results.report import summary_cell  # here: the report imports matplotlib
 
-    key, winner = final["metric"].removeprefix("val_"), final["winner"]
+    key, winner = final.key, final.winner
+    print(f"\n[msa] winner {winner.label} (search trial {winner.trial_id}): {winner.params}")
     print(
-        f"\n[msa] winner {winner['label']} (search trial {winner['trial_id']}): {winner['params']}"
+        f"[msa] {key}, mean ± std [95% CI] over seeds {list(final.seeds)}, {final.epochs} epochs:"
     )
-    print(
-        f"[msa] {key}, mean ± std [95% CI] over seeds {final['seeds']}, {final['epochs']} epochs:"
-    )
-    for cand in final["candidates"]:
-        cells = [
-            f"{split} {summary_cell((cand[split] or {}).get(key))}" for split in ("val", "test")
-        ]
-        print(f"  {cand['label']:9s} " + "   ".join(cells))
-    for split in ("val", "test"):
-        diff = final["comparison"].get(split)
+    for cand in final.candidates:
+        cells = [f"{s} {summary_cell((cand.summaries(s) or {}).get(key))}" for s in SPLITS]
+        print(f"  {cand.label:9s} " + "   ".join(cells))
+    for split in SPLITS:
+        diff = final.comparison.split(split)
         if diff:
-            print(f"[msa] {split}: winner - baseline {summary_cell(diff[key])}: {diff['verdict']}")
+            cell = summary_cell(diff.metrics[key])
+            print(f"[msa] {split}: winner - baseline {cell}: {diff.verdict}")

@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 
 from msa_model.constants import METRIC_KEYS  # noqa: E402
 from workflows.experiment.space import Distribution  # noqa: E402
+from workflows.results.schema import SPLITS, CandidateResult, FinalSummary, Summary  # noqa: E402
 from workflows.results.study_plots import plot_study, study_from_table  # noqa: E402
 
 __all__ = ["markdown_table", "summary_cell", "plot_curves", "plot_final", "write_report"]
@@ -48,14 +49,14 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def summary_cell(summary: dict[str, Any] | None) -> str:
+def summary_cell(summary: Summary | None) -> str:
     """``mean ± std [low, high]`` (2 decimals), the mean alone for one seed, blank for none."""
     if summary is None:
         return ""
-    if summary["ci95"] is None:
-        return _num(summary["mean"])
-    low, high = summary["ci95"]
-    return f"{_num(summary['mean'])} ± {_num(summary['std'])} [{_num(low)}, {_num(high)}]"
+    if summary.ci95 is None or summary.std is None:
+        return _num(summary.mean)
+    low, high = summary.ci95
+    return f"{_num(summary.mean)} ± {_num(summary.std)} [{_num(low)}, {_num(high)}]"
 
 
 def _num(value: float) -> str:
@@ -103,25 +104,30 @@ def plot_curves(
     return path
 
 
-def plot_final(final: dict[str, Any], path: Path) -> Path:
+def _chance(final: FinalSummary, split: str) -> float | None:
+    gallery = final.gallery.get(split)
+    return None if gallery is None else gallery.chance.get(final.key)
+
+
+def plot_final(final: FinalSummary, path: Path) -> Path:
     """Each candidate's mean ``metric`` with its 95% CI on val and test, and chance level."""
-    key = final["metric"].removeprefix("val_")
+    key = final.key
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    labels = [c["label"] for c in final["candidates"]]
-    for offset, split in ((-0.12, "val"), (0.12, "test")):
+    labels = [c.label for c in final.candidates]
+    for offset, split in zip((-0.12, 0.12), SPLITS, strict=True):
         xs, means, errs = [], [], [[], []]
-        for i, cand in enumerate(final["candidates"]):
-            summary = (cand[split] or {}).get(key)
+        for i, cand in enumerate(final.candidates):
+            summary = (cand.summaries(split) or {}).get(key)
             if summary is None:
                 continue
-            low, high = summary["ci95"] or (summary["mean"], summary["mean"])
+            low, high = summary.ci95 or (summary.mean, summary.mean)
             xs.append(i + offset)
-            means.append(summary["mean"])
-            errs[0].append(summary["mean"] - low)
-            errs[1].append(high - summary["mean"])
+            means.append(summary.mean)
+            errs[0].append(summary.mean - low)
+            errs[1].append(high - summary.mean)
         if xs:
             ax.errorbar(xs, means, yerr=errs, fmt="o", capsize=4, label=SPLIT_NAMES[split])
-        chance = final["gallery"].get(split, {}).get("chance", {}).get(key)
+        chance = _chance(final, split)
         if chance is not None:
             ax.axhline(chance, ls="--", lw=1, color="gray")
     ax.set_xticks(range(len(labels)), labels)
@@ -136,90 +142,90 @@ def plot_final(final: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _comparison_lines(final: dict[str, Any]) -> list[str]:
-    key = final["metric"].removeprefix("val_")
-    comp, lines = final["comparison"], []
-    for split in ("val", "test"):
-        diff = comp.get(split)
+def _comparison_lines(final: FinalSummary) -> list[str]:
+    key, comp, lines = final.key, final.comparison, []
+    for split in SPLITS:
+        diff = comp.split(split)
         if diff is None:
             continue
-        d, ci = diff[key], diff[key]["ci95"]
-        interval = f"95% CI [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "no interval"
+        d = diff.metrics[key]
+        interval = f"95% CI [{d.ci95[0]:.2f}, {d.ci95[1]:.2f}]" if d.ci95 else "no interval"
         lines.append(
-            f"- {SPLIT_NAMES[split]}: `{comp['winner']}` - `{comp['baseline']}` = "
-            f"{d['mean']:+.2f} {key} points ({interval}, {d['n']} seeds paired): "
-            f"**{diff['verdict']}**."
+            f"- {SPLIT_NAMES[split]}: `{comp.winner}` - `{comp.baseline}` = "
+            f"{d.mean:+.2f} {key} points ({interval}, {d.n} seeds paired): **{diff.verdict}**."
         )
     rows = [
         {
             "split": split,
             "metric": k,
-            "winner": summary_cell(final["winner"][split][k]),
-            "baseline": summary_cell(final["baseline"][split][k]),
-            "difference": summary_cell(comp[split][k]),
+            "winner": summary_cell(mine[k]),
+            "baseline": summary_cell(theirs[k]),
+            "difference": summary_cell(diff.metrics[k]),
         }
-        for split in ("val", "test")
-        if comp.get(split) and final["winner"][split] and final["baseline"][split]
+        for split in SPLITS
+        if (diff := comp.split(split))
+        and (mine := final.winner.summaries(split))
+        and (theirs := final.baseline.summaries(split))
         for k in METRIC_KEYS
     ]
     return [*lines, "", markdown_table(pd.DataFrame(rows))] if rows else lines
 
 
-def _candidate_tables(final: dict[str, Any]) -> list[str]:
+def _candidate_tables(final: FinalSummary) -> list[str]:
     lines = []
-    for split in ("val", "test"):
+    for split in SPLITS:
         rows = [
             {
-                "candidate": c["label"],
-                "runs": sum(1 for r in c["seeds"] if r.get(split)),
-                **{k: summary_cell(c[split][k]) for k in METRIC_KEYS},
+                "candidate": c.label,
+                "runs": sum(1 for r in c.runs if r.metrics(split)),
+                **{k: summary_cell(summaries[k]) for k in METRIC_KEYS},
             }
-            for c in final["candidates"]
-            if c[split]
+            for c in final.candidates
+            if (summaries := c.summaries(split))
         ]
         if rows:
             lines += [f"### {SPLIT_NAMES[split]}", "", markdown_table(pd.DataFrame(rows)), ""]
     return lines
 
 
-def _params_table(final: dict[str, Any], searched: list[str]) -> str:
-    cands = final["candidates"]
+def _params_table(final: FinalSummary, searched: list[str]) -> str:
+    cands = final.candidates
     rows = [
-        {"": "search rank", **{c["label"]: c["rank"] or "" for c in cands}},
-        {"": "search trial", **{c["label"]: c["trial_id"] or "" for c in cands}},
+        {"": "search rank", **{c.label: c.rank or "" for c in cands}},
+        {"": "search trial", **{c.label: c.trial_id or "" for c in cands}},
         {
-            "": f"search best {final['metric']}",
-            **{c["label"]: "" if c["search_score"] is None else c["search_score"] for c in cands},
+            "": f"search best {final.metric}",
+            **{c.label: "" if c.search_score is None else c.search_score for c in cands},
         },
-        *({"": key, **{c["label"]: c["params"].get(key) for c in cands}} for key in searched),
+        *({"": key, **{c.label: c.params.get(key) for c in cands}} for key in searched),
     ]
     return markdown_table(pd.DataFrame(rows))
 
 
-def _runs_table(final: dict[str, Any]) -> str:
-    key = final["metric"].removeprefix("val_")
+def _runs_table(final: FinalSummary) -> str:
+    key = final.key
     rows = [
         {
-            "candidate": c["label"],
-            "seed": r["seed"],
-            "tested epoch": r["epoch"],
-            f"val {key}": (r["val"] or {}).get(key, float("nan")),
-            f"test {key}": r["test"].get(key, float("nan")),
-            "checkpoint": f"`{r['checkpoint']}`",
+            "candidate": c.label,
+            "seed": r.seed,
+            "tested epoch": r.epoch,
+            f"val {key}": (r.val or {}).get(key, float("nan")),
+            f"test {key}": (r.test or {}).get(key, float("nan")),
+            "checkpoint": f"`{r.checkpoint}`",
         }
-        for c in final["candidates"]
-        for r in c["seeds"]
+        for c in final.candidates
+        for r in c.runs
     ]
     return markdown_table(pd.DataFrame(rows))
 
 
-def _gallery_line(final: dict[str, Any]) -> str:
-    key = final["metric"].removeprefix("val_")
+def _gallery_line(final: FinalSummary) -> str:
+    key = final.key
     parts = [
-        f"{SPLIT_NAMES[split]} {g['images']} images / {g['captions']} captions "
-        f"(chance {key} {g['chance'][key]:.2f})"
-        for split, g in final["gallery"].items()
-        if key in g["chance"]
+        f"{SPLIT_NAMES[split]} {g.images} images / {g.captions} captions "
+        f"(chance {key} {g.chance[key]:.2f})"
+        for split, g in final.gallery.items()
+        if key in g.chance
     ]
     return (
         "Galleries: " + "; ".join(parts) + ". Chance is the exact expected value of a random "
@@ -227,25 +233,25 @@ def _gallery_line(final: dict[str, Any]) -> str:
     )
 
 
-def _example_lines(winner: dict[str, Any]) -> list[str]:
+def _example_lines(winner: CandidateResult) -> list[str]:
     """The winner's first run's test queries: top-5 captions per image, top-5 images per
     caption, each marked right (a pair of the split) or wrong."""
-    run = next((r for r in winner["seeds"] if r.get("examples")), None)
+    run = next((r for r in winner.runs if r.examples), None)
     if run is None:
         return []
     mark = {True: "✓", False: "✗"}
     lines = [
-        f"## Example queries on the test split (winner, seed {run['seed']})",
+        f"## Example queries on the test split (winner, seed {run.seed})",
         "",
         "✓: a pair of the split; ✗: another image's caption or image. Scores are cosines.",
         "",
     ]
-    for query in run["examples"]["image_to_text"]:
+    for query in run.examples["image_to_text"]:
         lines += [f"**Image `{query['image']}`**, its best captions:", ""]
         lines += [f"{n}. {mark[h['right']]} {h['caption']} ({h['score']:.3f})"
                   for n, h in enumerate(query["hits"], 1)]  # fmt: skip
         lines.append("")
-    for query in run["examples"]["text_to_image"]:
+    for query in run.examples["text_to_image"]:
         lines += [f'**Caption** "{query["caption"]}" (of `{query["image"]}`), its best images:']
         lines += [""] + [f"{n}. {mark[h['right']]} `{h['image']}` ({h['score']:.3f})"
                          for n, h in enumerate(query["hits"], 1)]  # fmt: skip
@@ -259,7 +265,7 @@ def write_report(
     name: str,
     table: pd.DataFrame,
     history: pd.DataFrame,
-    final: dict[str, Any],
+    final: FinalSummary,
     space: list[Distribution],
     study: tuple[str, str] | None = None,
 ) -> Path:
@@ -268,24 +274,22 @@ def write_report(
     ``study``: the persisted Optuna study (storage URL, name), named for optuna-dashboard.
     """
     final_dir.mkdir(parents=True, exist_ok=True)
-    metric, mode = final["metric"], final["mode"]
-    key = metric.removeprefix("val_")
+    metric, mode, key = final.metric, final.mode, final.key
     searched = [d.key for d in space]
-    winner, baseline = final["winner"], final["baseline"]
+    winner, baseline = final.winner, final.baseline
     highlight = {}
-    if baseline["trial_id"]:
-        highlight[baseline["trial_id"]] = "baseline"
-    if winner["trial_id"] and winner["label"] != "baseline":
-        highlight[winner["trial_id"]] = f"winner, {winner['label']}"
-    chance = final["gallery"].get("val", {}).get("chance", {}).get(key)
-    plot_curves(history, metric, final_dir / "val_curves.png", highlight, chance)
+    if baseline.trial_id:
+        highlight[baseline.trial_id] = "baseline"
+    if winner.trial_id and winner.label != "baseline":
+        highlight[winner.trial_id] = f"winner, {winner.label}"
+    plot_curves(history, metric, final_dir / "val_curves.png", highlight, _chance(final, "val"))
     plot_final(final, final_dir / "final.png")
     plots = {}
     if searched:
         plots = plot_study(study_from_table(table, metric, mode, space), space, final_dir)
 
     failed = table[table["status"] == "ERROR"]
-    cands = ", ".join(f"`{c['label']}`" for c in final["candidates"])
+    cands = ", ".join(f"`{c.label}`" for c in final.candidates)
     lines = [
         f"# {name}: final report",
         "",
@@ -293,12 +297,12 @@ def write_report(
         f"epoch's `{metric}` on the validation split (the value Optuna and ASHA were given); "
         "the baseline (the experiment's own values, the first trial) is never stopped early.",
         "",
-        f"**Final stage**: {cands} retrained with seeds {final['seeds']} for all "
-        f"{final['epochs']} epochs"
-        + (" on train+val (no validation: the last epoch tested)" if final["retrained"] else "")
+        f"**Final stage**: {cands} retrained with seeds {list(final.seeds)} for all "
+        f"{final.epochs} epochs"
+        + (" on train+val (no validation: the last epoch tested)" if final.retrained else "")
         + ", each run tested once at its best validation epoch. Winner: "
-        f"`{winner['label']}`, the best mean validation {key}"
-        + (" (the best search rank: no validation)" if final["retrained"] else "")
+        f"`{winner.label}`, the best mean validation {key}"
+        + (" (the best search rank: no validation)" if final.retrained else "")
         + ".",
         "",
         _gallery_line(final),

@@ -1,118 +1,126 @@
 """``final/metrics.json``: each candidate's retrained runs summarised, the winner, the comparison.
 
-A candidate is a config the final stage retrained (``label``: ``baseline`` or ``rank<r>``, its
-search ``rank``, ``baseline`` flag, search ``trial_id`` and ``search_score``, ``params``). A run
-is one of its retrainings: ``label``, ``seed``, ``run`` (its name), ``checkpoint``, ``epoch``
-(the tested one) and ``val``/``test`` metrics (percent; ``val`` None when trained on train+val).
+The records are :mod:`workflows.results.schema`'s: a :class:`Candidate` is a config the final
+stage retrained, a :class:`FinalRun` one of its retrainings, :class:`FinalSummary` the file.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 from msa_model.constants import METRIC_KEYS, score_key
+from workflows.results.schema import (
+    SPLITS,
+    Candidate,
+    CandidateResult,
+    Comparison,
+    FinalRun,
+    FinalSummary,
+    Gallery,
+    SplitComparison,
+    Summary,
+)
 from workflows.results.stats import paired_difference, summarize, verdict
 
 __all__ = ["candidate_summary", "compare", "final_summary", "pick_winner"]
 
-SPLITS = ("val", "test")
 
-
-def candidate_summary(candidate: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The candidate with its runs (``seeds``, by seed) and ``val``/``test`` summaries per metric.
+def candidate_summary(candidate: Candidate, runs: list[FinalRun]) -> CandidateResult:
+    """The candidate with its runs (by seed) and per split each metric's summary over them.
 
     A summary is :func:`~workflows.results.stats.summarize` over the runs that have the split;
     None when none has it.
     """
-    runs = sorted(runs, key=lambda r: r["seed"])
-    out = {**candidate, "seeds": runs}
+    runs = sorted(runs, key=lambda r: r.seed)
+    splits = {}
     for split in SPLITS:
-        done = [r[split] for r in runs if r.get(split)]
-        out[split] = {k: summarize([d[k] for d in done]) for k in METRIC_KEYS} if done else None
-    return out
+        done = [m for r in runs if (m := r.metrics(split))]
+        splits[split] = (
+            {k: Summary.from_json(summarize([d[k] for d in done])) for k in METRIC_KEYS}
+            if done
+            else None
+        )
+    fields = {f.name: getattr(candidate, f.name) for f in dataclasses.fields(Candidate)}
+    return CandidateResult(**fields, runs=tuple(runs), **splits)
 
 
-def pick_winner(candidates: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any]:
+def pick_winner(candidates: list[CandidateResult], metric: str, mode: str) -> CandidateResult:
     """The candidate with the best mean validation ``metric`` (ties: the better search rank).
 
     Without validation (trained on train+val) the best search rank wins.
     """
     key = metric.removeprefix("val_")
-    by_rank = sorted(candidates, key=lambda c: (c["rank"] is None, c["rank"] or 0))
-    if not any(c["val"] for c in candidates):
+    by_rank = sorted(candidates, key=lambda c: (c.rank is None, c.rank or 0))
+    if not any(c.val for c in candidates):
         return by_rank[0]
     return max(
         reversed(by_rank),  # max keeps the last of equals: the better rank
-        key=lambda c: score_key(c["val"][key]["mean"] if c["val"] else None, mode),
+        key=lambda c: score_key(c.val[key].mean if c.val else None, mode),
     )
 
 
 def compare(
-    winner: dict[str, Any], baseline: dict[str, Any], metric: str, mode: str
-) -> dict[str, Any]:
+    winner: CandidateResult, baseline: CandidateResult, metric: str, mode: str
+) -> Comparison:
     """Winner - baseline per metric and split, paired by seed, with the plain sentence."""
     key = metric.removeprefix("val_")
-    out: dict[str, Any] = {"winner": winner["label"], "baseline": baseline["label"]}
-    theirs = {r["seed"]: r for r in baseline["seeds"]}
+    theirs = {r.seed: r for r in baseline.runs}
+    splits: dict[str, SplitComparison | None] = {}
     for split in SPLITS:
         pairs = [
-            (r[split], theirs[r["seed"]][split])
-            for r in winner["seeds"]
-            if r.get(split) and theirs.get(r["seed"], {}).get(split)
+            (mine, other)
+            for r in winner.runs
+            if (mine := r.metrics(split))
+            and r.seed in theirs
+            and (other := theirs[r.seed].metrics(split))
         ]
         if not pairs:
-            out[split] = None
+            splits[split] = None
             continue
-        out[split] = {
-            "seeds": [r["seed"] for r in winner["seeds"] if r.get(split)],
-            **{
-                k: paired_difference([w[k] for w, _ in pairs], [b[k] for _, b in pairs])
-                for k in METRIC_KEYS
-            },
+        metrics = {
+            k: Summary.from_json(
+                paired_difference([w[k] for w, _ in pairs], [b[k] for _, b in pairs])
+            )
+            for k in METRIC_KEYS
         }
-        out[split]["verdict"] = (
-            "the winner is the baseline"
-            if winner["label"] == baseline["label"]
-            else verdict(out[split][key], mode)
+        splits[split] = SplitComparison(
+            seeds=tuple(r.seed for r in winner.runs if r.metrics(split)),
+            metrics=metrics,
+            verdict=(
+                "the winner is the baseline"
+                if winner.label == baseline.label
+                else verdict(metrics[key].to_json(), mode)
+            ),
         )
-    return out
+    return Comparison(winner=winner.label, baseline=baseline.label, **splits)
 
 
 def final_summary(
-    candidates: list[dict[str, Any]],
-    runs: list[dict[str, Any]],
+    candidates: list[Candidate],
+    runs: list[FinalRun],
     *,
     metric: str,
     mode: str,
     epochs: int,
     seeds: list[int],
     retrained: bool,
-    gallery: dict[str, Any],
+    gallery: dict[str, Gallery],
     search_trials: int,
-) -> dict[str, Any]:
-    """The whole ``final/metrics.json``.
-
-    Top-level ``checkpoint``, ``params`` and ``trial_id`` are the winner's (its first seed's
-    checkpoint): what ``msa evaluate RESULTS_DIR`` and ``msa export`` read.
-    """
-    summaries = [
-        candidate_summary(c, [r for r in runs if r["label"] == c["label"]]) for c in candidates
-    ]
+) -> FinalSummary:
+    """The whole ``final/metrics.json``: every candidate summarised, the winner, the baseline."""
+    summaries = [candidate_summary(c, [r for r in runs if r.label == c.label]) for c in candidates]
     winner = pick_winner(summaries, metric, mode)
-    baseline = next(c for c in summaries if c["baseline"])
-    return {
-        "metric": metric,
-        "mode": mode,
-        "epochs": epochs,
-        "seeds": seeds,
-        "retrained": retrained,
-        "search_trials": search_trials,
-        "gallery": gallery,
-        "candidates": summaries,
-        "winner": winner,
-        "baseline": baseline,
-        "comparison": compare(winner, baseline, metric, mode),
-        "trial_id": winner["trial_id"],
-        "params": winner["params"],
-        "checkpoint": winner["seeds"][0]["checkpoint"] if winner["seeds"] else None,
-    }
+    baseline = next(c for c in summaries if c.baseline)
+    return FinalSummary(
+        metric=metric,
+        mode=mode,
+        epochs=epochs,
+        seeds=tuple(seeds),
+        retrained=retrained,
+        search_trials=search_trials,
+        gallery=gallery,
+        candidates=tuple(summaries),
+        winner=winner,
+        baseline=baseline,
+        comparison=compare(winner, baseline, metric, mode),
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,8 +9,10 @@ from typing import Any
 import pandas as pd
 
 from msa_model.constants import score_key
+from workflows.results.schema import TrialRow
+from workflows.results.status import FAIL, trial_status
 
-__all__ = ["TrialRecord", "trials_table", "history_table", "best_row", "read_table"]
+__all__ = ["TrialRecord", "trials_table", "trial_rows", "history_table", "read_table"]
 
 
 @dataclass
@@ -20,7 +21,7 @@ class TrialRecord:
 
     trial_id: str
     params: dict[str, Any]
-    status: str  # TERMINATED (ran to the end), STOPPED (by the scheduler) or ERROR
+    status: str  # COMPLETE or FAIL (:mod:`workflows.results.status`); PRUNED in the row
     error: str | None = None
     history: pd.DataFrame = field(default_factory=pd.DataFrame)
 
@@ -31,44 +32,45 @@ def history_table(records: list[TrialRecord]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trial_id"])
 
 
+def trial_row(rec: TrialRecord, metric: str, mode: str, epochs: int | None = None) -> TrialRow:
+    """The trial's row: its best epoch by ``metric``, its last epoch's metrics, its times.
+
+    Its status is :func:`~workflows.results.status.trial_status`: ``PRUNED`` when it did not
+    fail and trained fewer than ``epochs`` epochs.
+    """
+    hist, best = rec.history, {}
+    if not hist.empty and metric in hist:
+        valid = hist[hist[metric].notna()]
+        top = valid.loc[valid[metric].map(lambda v: score_key(v, mode)).idxmax()]
+        last = hist.iloc[-1]
+        best = {
+            "best": float(top[metric]),
+            "best_epoch": int(top["epoch"]),
+            "best_checkpoint": top.get("checkpoint_path"),
+            "last": {k: last[k] for k in hist.columns if k.startswith(("val_", "train_"))},
+        }
+    trained = int(hist["epoch"].max()) if "epoch" in hist else 0
+    train_s = float(hist["epoch_time_s"].sum()) if "epoch_time_s" in hist else 0.0
+    stopped = rec.status != "ERROR" and epochs is not None and trained < epochs
+    return TrialRow(
+        trial_id=rec.trial_id,
+        status=trial_status(rec.status == FAIL, trained, epochs),
+        params=rec.params,
+        **best,
+        epochs=trained,
+        train_s=train_s,
+        time_s=float(hist["time_total_s"].max()) if "time_total_s" in hist else train_s,
+        collapsed=bool("collapsed" in hist and (hist["collapsed"].fillna(0) > 0).any()),
+        error=rec.error,
+    )
+
+
 def trials_table(
     records: list[TrialRecord], metric: str, mode: str, epochs: int | None = None
 ) -> pd.DataFrame:
-    """One row per trial: params, best and last metrics, best epoch, status, epochs, time.
-
-    Columns: ``trial_id``, ``status``, ``param.<key>``..., ``params`` (JSON),
-    ``best_<metric>``, ``best_epoch``, ``best_checkpoint``, ``last.<metric>``..., ``epochs``,
-    ``train_s`` (inside the epochs), ``time_s`` (trial wall time), ``collapsed`` (the loop's
-    collapse verdict in any epoch, :mod:`msa_model.collapse`), ``error``. Sorted best
-    first (errored trials last).
-    """
-    rows = []
-    for rec in records:
-        row: dict[str, Any] = {"trial_id": rec.trial_id, "status": rec.status}
-        row.update({f"param.{k}": v for k, v in rec.params.items()})
-        row["params"] = json.dumps(rec.params, sort_keys=True)
-        hist = rec.history
-        if not hist.empty and metric in hist:
-            valid = hist[hist[metric].notna()]
-            best = valid.loc[valid[metric].map(lambda v: score_key(v, mode)).idxmax()]
-            row[f"best_{metric}"] = float(best[metric])
-            row["best_epoch"] = int(best["epoch"])
-            row["best_checkpoint"] = best.get("checkpoint_path")
-            last = hist.iloc[-1]
-            for key in hist.columns:
-                if key.startswith(("val_", "train_")):
-                    row[f"last.{key}"] = last[key]
-        row["epochs"] = int(hist["epoch"].max()) if "epoch" in hist else 0
-        row["train_s"] = float(hist["epoch_time_s"].sum()) if "epoch_time_s" in hist else 0.0
-        row["time_s"] = (
-            float(hist["time_total_s"].max()) if "time_total_s" in hist else row["train_s"]
-        )
-        row["collapsed"] = bool("collapsed" in hist and (hist["collapsed"].fillna(0) > 0).any())
-        if rec.status != "ERROR" and epochs is not None and row["epochs"] < epochs:
-            row["status"] = "STOPPED"
-        row["error"] = rec.error
-        rows.append(row)
-    table = pd.DataFrame(rows)
+    """One row per trial (:class:`~workflows.results.schema.TrialRow`'s columns), sorted best
+    first (errored trials last)."""
+    table = pd.DataFrame([trial_row(r, metric, mode, epochs).to_row(metric) for r in records])
     key = f"best_{metric}"
     if key in table:
         # ties in trial id order: the table (and the best trial) the same however Tune lists them
@@ -78,12 +80,9 @@ def trials_table(
     return table.reset_index(drop=True)
 
 
-def best_row(table: pd.DataFrame, metric: str) -> pd.Series:
-    """The best trial of a sorted :func:`trials_table`; ValueError when no trial reported."""
-    key = f"best_{metric}"
-    if key not in table or table[key].notna().sum() == 0:
-        raise ValueError(f"no trial reported {metric}; see the error column of trials.csv")
-    return table[table[key].notna()].iloc[0]
+def trial_rows(table: pd.DataFrame, metric: str) -> list[TrialRow]:
+    """The rows of a trials table (as :func:`read_table` reads it), in its order."""
+    return [TrialRow.from_row(row, metric) for row in table.to_dict("records")]
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

@@ -10,6 +10,7 @@ best mean validation score; its difference to the baseline is paired by seed.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from datetime import datetime
@@ -29,7 +30,15 @@ from workflows.errors import SearchInterrupted
 from workflows.experiment import Experiment, SearchExperiment
 from workflows.results.paths import relative_to_results
 from workflows.results.read_ledger import claim_test_read, finish_test_read, recorded_reads
-from workflows.results.trials import read_table
+from workflows.results.schema import (
+    Candidate,
+    FinalRun,
+    FinalSummary,
+    Gallery,
+    read_final,
+    write_final,
+)
+from workflows.results.trials import read_table, trial_rows
 from workflows.runtime.fatal import run_once
 from workflows.runtime.records import unfinished_trials
 from workflows.runtime.searcher import baseline_point, study_storage
@@ -47,40 +56,31 @@ RUNS_DIR = "final_runs"  # under the storage root: each run's checkpoints
 # in a run's folder: its test result, written right after the read, so that a run restarted or
 # resumed after the read (a crash, a SIGKILL) reports it instead of reading the test split again
 TESTED = "test_result.json"
+FINAL_SUMMARY = "metrics.json"  # in final/
 
 
-def pick_candidates(table: pd.DataFrame, exp: Experiment) -> list[dict[str, Any]]:
+def pick_candidates(table: pd.DataFrame, exp: Experiment) -> list[Candidate]:
     """The ``final.top_k`` best distinct configs of ``table`` (sorted best first) + the baseline.
 
-    Each: ``label`` (``rank<r>``, or ``baseline`` for the experiment's own values), ``rank``
-    among the distinct configs (None for a baseline that never reported), ``baseline``,
-    ``trial_id`` and ``search_score`` (its trial's best validation value), ``params``.
+    Labels are ``rank<r>`` (``rank`` among the distinct configs) and ``baseline`` for the
+    experiment's own values (``rank`` None when it never reported).
     """
-    col = f"best_{exp.require_search().search.metric}"
+    metric = exp.require_search().search.metric
     baseline = baseline_point(exp) or {}
-    ranked: list[dict[str, Any]] = []
-    for row in table[table[col].notna()].itertuples(index=False):
-        params = json.loads(row.params)
-        if any(c["params"] == params for c in ranked):
+    ranked: list[Candidate] = []
+    for row in trial_rows(table, metric):
+        if row.best is None or any(c.params == row.params for c in ranked):
             continue
-        ranked.append(
-            {
-                "label": f"rank{len(ranked) + 1}",
-                "rank": len(ranked) + 1,
-                "baseline": params == baseline,
-                "trial_id": row.trial_id,
-                "search_score": float(getattr(row, col)),
-                "params": params,
-            }
-        )
+        rank = len(ranked) + 1
+        is_base = row.params == baseline
+        ranked.append(Candidate(f"rank{rank}", rank, is_base, row.trial_id, row.best, row.params))
     chosen = ranked[: exp.final.top_k]
-    base = next((c for c in ranked if c["baseline"]), None)
+    base = next((c for c in ranked if c.baseline), None)
     if base is None:
-        base = {"rank": None, "trial_id": None, "search_score": None, "params": baseline}
-        base["baseline"] = True
+        base = Candidate("baseline", None, True, None, None, baseline)
     elif base in chosen:
         chosen.remove(base)
-    return [*chosen, {**base, "label": "baseline"}]
+    return [*chosen, dataclasses.replace(base, label="baseline")]
 
 
 def final_seeds(exp: Experiment) -> list[int]:
@@ -166,7 +166,7 @@ def _store_test(run_dir: str, report: dict[str, Any]) -> None:
         f.write(json.dumps(report).encode())
 
 
-def _gallery(data: DataConfig) -> dict[str, Any]:
+def _gallery(data: DataConfig) -> dict[str, Gallery]:
     """Images, captions and chance-level metrics of the val and test splits."""
     from msa_model.pipeline import load_splits
     from workflows.results.stats import chance_metrics
@@ -176,28 +176,24 @@ def _gallery(data: DataConfig) -> dict[str, Any]:
     for split in ("val", "test"):
         counts = [len(r.captions) for r in splits[split]]
         if sum(counts):
-            out[split] = {
-                "images": len(counts),
-                "captions": sum(counts),
-                "chance": chance_metrics(counts),
-            }
+            out[split] = Gallery(len(counts), sum(counts), chance_metrics(counts))
     return out
 
 
-def _previous_runs(final_dir: Path) -> dict[str, dict[str, Any]]:
+def _previous_runs(final_dir: Path) -> dict[str, FinalRun]:
     """Runs an earlier final stage finished (a search extended with ``--more``), by name."""
-    path = final_dir / "metrics.json"
+    path = final_dir / FINAL_SUMMARY
     if not path.is_file():
         return {}
-    earlier = json.loads(path.read_text())
-    runs = [r for c in earlier.get("candidates", []) for r in c.get("seeds", [])]
-    return {r["run"]: r for r in runs if r.get("test")}
+    runs = [r for c in read_final(path).candidates for r in c.runs]
+    return {r.run: r for r in runs if r.test}
 
 
 def _launch(
     exp: SearchExperiment, root: str, todo: list[dict[str, Any]], final_dir: Path, reread: bool
-) -> list[dict[str, Any]]:
-    """Run ``todo`` as concurrent Tune trials; each run's record (see ``summary``)."""
+) -> list[FinalRun]:
+    """Run ``todo`` (Tune's configs: ``label``, ``params``, ``seed``, ``run``) as concurrent
+    Tune trials; each finished run's record."""
     in_trial = trains_in_trial(exp)
     resources = trial_resources(exp, in_trial)
     driver = make_final_driver(
@@ -246,21 +242,23 @@ def _launch(
             continue
         val = {k: float(last[f"val_{k}"]) for k in METRIC_KEYS if f"val_{k}" in last}
         done.append(
-            {
-                **{k: run[k] for k in ("label", "seed", "run")},
-                "checkpoint": relative_to_results(last["checkpoint"], final_dir.parent),
-                "epoch": int(last["final_epoch"]),
-                "val": val or None,
-                "test": {k: float(last[f"test_{k}"]) for k in METRIC_KEYS},
-                "examples": json.loads(last.get("test_examples", "{}")),
-            }
+            FinalRun(
+                label=run["label"],
+                seed=run["seed"],
+                run=run["run"],
+                checkpoint=relative_to_results(last["checkpoint"], final_dir.parent),
+                epoch=int(last["final_epoch"]),
+                val=val or None,
+                test={k: float(last[f"test_{k}"]) for k in METRIC_KEYS},
+                examples=json.loads(last.get("test_examples", "{}")),
+            )
         )
     return done
 
 
 def run_final(
     out: Path, exp: Experiment, storage: str, reread_test: bool = False
-) -> dict[str, Any]:
+) -> FinalSummary:
     """Retrain the candidates with new seeds, test each run once, write ``final/``.
 
     Writes ``final/metrics.json`` (:func:`~workflows.results.summary.final_summary`) and the
@@ -283,13 +281,12 @@ def run_final(
     runs, todo = [], []
     for cand in candidates:
         for seed in seeds:
-            name = _run_name(exp, cand["params"], seed)
+            name = _run_name(exp, cand.params, seed)
             if name in earlier:
-                runs.append({**earlier[name], "label": cand["label"]})
+                runs.append(dataclasses.replace(earlier[name], label=cand.label))
             else:
-                todo.append({"label": cand["label"], "params": cand["params"], "seed": seed})
-                todo[-1]["run"] = name
-    labels = ", ".join(c["label"] for c in candidates)
+                todo.append({"label": cand.label, "params": cand.params, "seed": seed, "run": name})
+    labels = ", ".join(c.label for c in candidates)
     print(f"[msa] final stage: {labels}, each with seeds {seeds}; the test split read once each")
     if todo:
         runs += _launch(exp, storage, todo, final_dir, reread_test)
@@ -304,9 +301,9 @@ def run_final(
         gallery=_gallery(exp.with_absolute_paths().data),
         search_trials=len(table),
     )
-    (final_dir / "metrics.json").write_text(json.dumps(final, indent=2, default=str))
+    write_final(final_dir / FINAL_SUMMARY, final)
     for run in todo:
-        if any(r["run"] == run["run"] for r in runs):
+        if any(r.run == run["run"] for r in runs):
             finish_test_read(final_dir, f"final:{run['run']}")
     write_report(
         final_dir,

@@ -18,6 +18,7 @@ from workflows.results.export import export_best
 from workflows.results.folders import claim_results_dir, created_by, mark_created, release_lock
 from workflows.results.paths import relative_to_results
 from workflows.results.read_ledger import TestAlreadyRead
+from workflows.results.status import STATUSES
 from workflows.results.study_file import check_study
 from workflows.results.trials import history_table, trials_table
 from workflows.runtime.cluster import check_feasible, connect
@@ -319,8 +320,8 @@ def _search(
             ]
     table.to_csv(out / "trials.csv", index=False)
     history.to_csv(out / "history.csv", index=False)
-    failed = int((table["status"] == "ERROR").sum())
-    print(f"[msa] {len(table)} trials ({failed} failed); table in {out / 'trials.csv'}")
+    counts = ", ".join(f"{int((table['status'] == s).sum())} {s}" for s in STATUSES)
+    print(f"[msa] {len(table)} trials ({counts}); table in {out / 'trials.csv'}")
     if f"best_{exp.search.metric}" not in table or table[f"best_{exp.search.metric}"].isna().all():
         raise NoTrialReported(
             f"no trial reported {exp.search.metric}: all {len(table)} failed; see the error "
