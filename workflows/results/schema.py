@@ -91,7 +91,7 @@ class TrialRow:
     """
 
     trial_id: str
-    status: str  # TERMINATED (ran to the end), STOPPED (early, by the scheduler) or ERROR
+    status: str  # COMPLETE, PRUNED (stopped early) or FAIL: workflows.results.status
     params: dict[str, Any]
     best: float | None = None  # the best epoch's search metric (``best_<metric>``)
     best_epoch: int | None = None

@@ -51,7 +51,6 @@ def trial_row(rec: TrialRecord, metric: str, mode: str, epochs: int | None = Non
         }
     trained = int(hist["epoch"].max()) if "epoch" in hist else 0
     train_s = float(hist["epoch_time_s"].sum()) if "epoch_time_s" in hist else 0.0
-    stopped = rec.status != "ERROR" and epochs is not None and trained < epochs
     return TrialRow(
         trial_id=rec.trial_id,
         status=trial_status(rec.status == FAIL, trained, epochs),
