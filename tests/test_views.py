@@ -1,0 +1,98 @@
+"""One truth in every view (issue 22): the report's plots in the search's trial order, the
+importances' caption, one status vocabulary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import optuna
+import pandas as pd
+
+from workflows.experiment.space import Distribution
+from workflows.results.status import COMPLETE, FAIL, PRUNED, trial_status
+from workflows.results.study_plots import draw_study, plot_study, study_from_table, trial_order
+
+SPACE = [Distribution("loss.margin", "uniform", (0.0, 1.0))]
+# (trial id, margin, best val_mr) in the order the search ran them; the last one failed
+RAN = [("base", 0.2, 6.0), ("t1", 0.4, 12.0), ("t2", 0.6, 30.0), ("t3", 0.8, 9.0),
+       ("t4", 0.9, None)]  # fmt: skip
+
+
+def _table() -> pd.DataFrame:
+    """trials.csv as written: sorted best first, the failed trial last."""
+    rows = sorted(RAN, key=lambda r: (r[2] is None, -(r[2] or 0)))
+    return pd.DataFrame(
+        {
+            "trial_id": [r[0] for r in rows],
+            "status": [FAIL if r[2] is None else COMPLETE for r in rows],
+            "params": [json.dumps({"loss.margin": r[1]}) for r in rows],
+            "best_val_mr": [r[2] for r in rows],
+        }
+    )
+
+
+def _history() -> pd.DataFrame:
+    """history.csv: trial i started at 100 + 10 i; its rows listed in another order."""
+    rows = [
+        {"trial_id": trial_id, "epoch": epoch, "timestamp": 100 + 10 * i + 4 * epoch,
+         "time_total_s": 4.0 * epoch}
+        for i, (trial_id, _, best) in enumerate(RAN) if best is not None for epoch in (1, 2)
+    ]  # fmt: skip
+    return pd.DataFrame(rows[::-1])
+
+
+def _history_points(fig: plt.Figure) -> list[tuple[float, float]]:
+    """The (trial number, value) points of Optuna's optimization history plot."""
+    (ax,) = fig.axes
+    (dots,) = [c for c in ax.collections if c.get_label() == "Objective Value"]
+    return [tuple(p) for p in dots.get_offsets().tolist()]
+
+
+def test_history_plot_is_in_the_search_trial_order(tmp_path: Path) -> None:
+    table, history = _table(), _history()
+    assert trial_order(history) == ["base", "t1", "t2", "t3"]  # by start, not by score
+    study = study_from_table(table, "val_mr", "max", SPACE, trial_order(history))
+    fig = draw_study(study, SPACE)["history.png"]
+    assert _history_points(fig) == [(0, 6.0), (1, 12.0), (2, 30.0), (3, 9.0)]
+    plt.close("all")
+
+    # the persisted study's order wins: its numbers are optuna-dashboard's
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    persisted = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    for trial_id in ["t3", "base", "t4", "t1", "t2"]:
+        trial = persisted.ask()
+        trial.set_user_attr("ray_trial_id", trial_id)
+    order = trial_order(history, (url, "s"))
+    assert order == ["t3", "base", "t4", "t1", "t2"]
+    fig = draw_study(study_from_table(table, "val_mr", "max", SPACE, order), SPACE)["history.png"]
+    assert _history_points(fig) == [(0, 9.0), (1, 6.0), (3, 12.0), (4, 30.0)]  # t4: failed
+    plt.close("all")
+    assert trial_order(history, (url, "other")) == ["base", "t1", "t2", "t3"]  # no such study
+
+
+def test_importances_name_their_method_and_trial_count(tmp_path: Path) -> None:
+    space = [*SPACE, Distribution("optim.lr", "loguniform", (1e-4, 1e-2))]
+    table = pd.DataFrame(
+        {
+            "trial_id": [f"t{i}" for i in range(6)],
+            "params": [json.dumps({"loss.margin": i / 6, "optim.lr": 1e-4 * (i + 1)})
+                       for i in range(6)],  # fmt: skip
+            "best_val_mr": [float(i * i) for i in range(6)],
+        }
+    )
+    captions = plot_study(study_from_table(table, "val_mr", "max", space), space, tmp_path)
+    assert captions["importances.png"] == (
+        "parameter importances (fANOVA from 6 trials' best values; fewer than 20 trials: a "
+        "rough guide)"
+    )
+    assert captions["history.png"] == "optimization history"
+    assert (tmp_path / "importances.png").is_file() and (tmp_path / "history.png").is_file()
+
+
+def test_one_status_vocabulary() -> None:
+    assert trial_status(False, 4, 4) == COMPLETE
+    assert trial_status(False, 1, 4) == PRUNED  # stopped early by ASHA
+    assert trial_status(True, 1, 4) == FAIL
+    assert trial_status(False, 1, None) == COMPLETE  # epochs unknown: never PRUNED
