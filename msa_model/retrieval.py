@@ -34,6 +34,7 @@ __all__ = [
     "load_gallery",
     "embed_texts",
     "top_k",
+    "rank",
     "search_images",
     "search_captions",
 ]
@@ -164,6 +165,24 @@ def top_k(query: torch.Tensor, gallery: torch.Tensor, k: int) -> list[tuple[int,
     scores = gallery @ query
     order = torch.sort(-scores, stable=True).indices[:k]
     return [(int(i), float(scores[i])) for i in order]
+
+
+def rank(
+    queries: torch.Tensor, gallery: torch.Tensor, k: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query's best ``k`` (default: all) gallery items by cosine similarity.
+
+    Args:
+        queries: (Q, d) L2-normalised embeddings (e.g. images).
+        gallery: (N, d) L2-normalised embeddings (e.g. captions).
+        k: How many per query.
+
+    Returns:
+        ``(scores, indices)``, both (Q, k), best first; equal scores keep the gallery order.
+    """
+    scores = queries.float() @ gallery.float().T
+    order = torch.sort(-scores, dim=1, stable=True).indices[:, :k]
+    return scores.gather(1, order), order
 
 
 def search_images(
