@@ -1,9 +1,13 @@
 """Collapse of the global embeddings: per-batch diagnostics and a verdict on a run's history.
 
 A collapsed model maps every image and every caption to (nearly) one point: the mean pairwise
-cosine of a batch's embeddings nears 1, their spread nears 0, and the global loss settles at
-the value it takes when all embeddings coincide (for the summed hardest-negative triplet
-2 x B x margin).
+cosine of a batch's embeddings nears 1, their spread nears 0, the global loss settles at the
+value it takes when all embeddings coincide (for the summed hardest-negative triplet
+2 x B x margin), and its ranking is no better than chance. The first two signs alone also
+show on runs that rank well: on RSICD a hardest-negative triplet run at 5x chance (val mR 25)
+had its triplet at 2 x B x margin, and another's image cosines reached 0.9998 at 4.8x chance
+(the ranking needs only the embeddings' order). So the verdict also needs the ranking near
+chance whenever the run is validated.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ __all__ = ["embedding_diagnostics", "collapsed_loss", "collapse_reason"]
 COSINE_MAX = 0.99  # mean pairwise cosine of both modalities above this: collapsed
 LOSS_TOLERANCE = 0.01  # relative distance of the global term to its collapsed value
 EPOCHS = 2  # consecutive epochs a criterion must hold
+CHANCE_TIMES = 2.0  # a validated epoch whose val mR is above this many times chance: not collapsed
 
 
 def _spread(embed: Tensor) -> tuple[Tensor, Tensor]:
@@ -95,43 +100,64 @@ def _global_term(row: Mapping[str, float], cfg: LossConfig) -> float | None:
 
 
 def collapse_reason(
-    history: Sequence[Mapping[str, float]], cfg: LossConfig, batch_size: int
+    history: Sequence[Mapping[str, float]],
+    cfg: LossConfig,
+    batch_size: int,
+    chance_mr: float | None = None,
 ) -> str | None:
     """One line saying why a run collapsed, at the first epoch that shows it; None otherwise.
 
     A run collapsed when, for two consecutive epochs, the mean pairwise cosine of both the image
     and the caption embeddings ("train_diag_image_cos", "train_diag_text_cos") exceeded 0.99, or
     the global term ("train_global"; "train_loss" when the MSA terms are off) stayed within 1%
-    of :func:`collapsed_loss`.
+    of :func:`collapsed_loss`, and it does not rank far above chance: an epoch whose "val_mr"
+    exceeds :data:`CHANCE_TIMES` x ``chance_mr`` breaks the run of epochs and clears an earlier
+    verdict (the run learned). Without validation only the first two signs are read.
 
     Args:
         history: Epoch rows in order; "epoch" (1-based) is read when present, else the position.
         cfg: The run's loss configuration.
         batch_size: The training batch size B.
+        chance_mr: The validation split's mR under a random ranking (percent,
+            :func:`msa_model.chance.chance_metrics`); None: the ranking is not read.
     """
     near_cos = near_loss = 0
+    reason = None
     for index, row in enumerate(history):
         epoch = int(row.get("epoch", index + 1))
+        ranked = _finite(row, "val_mr")
+        if chance_mr is not None and ranked is not None and ranked > CHANCE_TIMES * chance_mr:
+            near_cos = near_loss = 0
+            reason = None
+            continue
         image_cos = _finite(row, "train_diag_image_cos")
         text_cos = _finite(row, "train_diag_text_cos")
         both = image_cos is not None and text_cos is not None
         near_cos = near_cos + 1 if both and min(image_cos, text_cos) > COSINE_MAX else 0
+        collapsed = collapsed_loss(cfg, batch_size, epoch)
+        term = _global_term(row, cfg)
+        near = collapsed is not None and term is not None
+        near_loss = near_loss + 1 if near and _within(term, collapsed[0]) else 0
+        line = None
         if near_cos >= EPOCHS:
-            return (
+            line = (
                 f"collapsed at epoch {epoch}: mean pairwise cosine {image_cos:.3f} (images) and "
                 f"{text_cos:.3f} (captions) > {COSINE_MAX} for {EPOCHS} epochs"
             )
-        collapsed = collapsed_loss(cfg, batch_size, epoch)
-        term = _global_term(row, cfg)
-        if collapsed is None or term is None:
-            near_loss = 0
-            continue
-        value, formula = collapsed
-        near_loss = near_loss + 1 if abs(term - value) <= LOSS_TOLERANCE * value else 0
-        if near_loss >= EPOCHS:
-            return (
+        elif near_loss >= EPOCHS:
+            value, formula = collapsed
+            line = (
                 f"collapsed at epoch {epoch}: global loss {term:.4g} within "
-                f"{LOSS_TOLERANCE:.0%} of {value:.4g} = {formula} (all embeddings equal, "
-                f"B={batch_size}) for {EPOCHS} epochs"
+                f"{LOSS_TOLERANCE:.0%} of {value:.4g} = {formula} (its value when all "
+                f"embeddings coincide, B={batch_size}) for {EPOCHS} epochs"
             )
-    return None
+        if line is not None and reason is None:
+            if chance_mr is not None and ranked is not None:
+                line += f"; val mR {ranked:.2f} <= {CHANCE_TIMES:g} x chance {chance_mr:.2f}"
+            reason = line
+    return reason
+
+
+def _within(term: float, value: float) -> bool:
+    """The global term within :data:`LOSS_TOLERANCE` of its collapsed ``value``."""
+    return abs(term - value) <= LOSS_TOLERANCE * value

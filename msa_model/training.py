@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from msa_model.chance import chance_metrics
 from msa_model.checkpoint import (
     CheckpointError,
     checkpoint_meta,
@@ -216,10 +217,11 @@ def train(spec: RunSpec, session: LoopSession | None = None) -> LoopState:
         state.model, find_unused_parameters=not state.loss_fn.needs_scores
     )
     warned = False
+    chance = None if state.val is None else _chance_mr(state.val)
     for epoch in range(state.start_epoch, spec.epochs):
         metrics = run_epoch(state, spec, session, epoch)
         state.history.append(metrics)
-        reason = collapse_reason(state.history, spec.loss, spec.batch_size)
+        reason = collapse_reason(state.history, spec.loss, spec.batch_size, chance)
         metrics["collapsed"] = float(reason is not None)
         if session.rank == 0:
             shown = "  ".join(
@@ -231,6 +233,12 @@ def train(spec: RunSpec, session: LoopSession | None = None) -> LoopState:
                 warned = True
         _report(state, spec, session, metrics)
     return state
+
+
+def _chance_mr(val: EvalSet) -> float:
+    """The validation split's mR under a random ranking (percent)."""
+    counts = torch.bincount(val.caption_image, minlength=len(val.images))
+    return chance_metrics(counts.tolist())["mr"]
 
 
 def fit(spec: RunSpec, session: LoopSession | None = None) -> tuple[MSAModel, list[dict]]:

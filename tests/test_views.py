@@ -96,3 +96,35 @@ def test_one_status_vocabulary() -> None:
     assert trial_status(False, 1, 4) == PRUNED  # stopped early by ASHA
     assert trial_status(True, 1, 4) == FAIL
     assert trial_status(False, 1, None) == COMPLETE  # epochs unknown: never PRUNED
+
+
+def test_collapse_verdict_never_fires_on_a_trial_far_above_chance() -> None:
+    """The real search's second-best trial (hardest-negative triplet at 2 x B x margin, image
+    cosines 0.9998, val mR 25 at 5x chance) is not collapsed; a model whose embeddings all
+    coincide (its val mR measured: 0 with ties counted against it) is."""
+    import torch
+
+    from msa_model.chance import chance_metrics
+    from msa_model.collapse import collapse_reason
+    from msa_model.config import LossConfig
+    from msa_model.metrics import retrieval_metrics
+
+    cfg = LossConfig(global_loss="triplet_hardest", margin=0.5, triplet_reduction="sum",
+                     lambda_mscma=0.0, lambda_csmmc=0.0)  # fmt: skip
+    chance = chance_metrics([5] * 100)["mr"]
+    point = torch.randn(1, 8).expand(100, 8)
+    collapsed_mr = retrieval_metrics(point, point.repeat(5, 1), torch.arange(100).repeat(5))["mr"]
+
+    def run(val_mrs: list[float]) -> list[dict[str, float]]:
+        return [{"epoch": e, "train_loss": 32.0, "train_diag_image_cos": 0.9998,
+                 "train_diag_text_cos": 0.995, "val_mr": v}
+                for e, v in enumerate(val_mrs, start=1)]  # fmt: skip
+
+    assert 4.5 < chance < 5.5 and collapsed_mr <= chance
+    assert collapse_reason(run([20.0, 25.0, 25.0]), cfg, 32, chance) is None  # 5x chance
+    assert collapse_reason(run([5.0, 5.0, 25.0]), cfg, 32, chance) is None  # it learned after
+    reason = collapse_reason(run([6.0, collapsed_mr, collapsed_mr]), cfg, 32, chance)
+    assert reason is not None and reason.startswith("collapsed at epoch 2: mean pairwise cosine")
+    assert reason.endswith(f"; val mR 0.00 <= 2 x chance {chance:.2f}")
+    # without validation the embeddings alone decide, as before
+    assert collapse_reason(run([25.0, 25.0]), cfg, 32).startswith("collapsed at epoch 2")
