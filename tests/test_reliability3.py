@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import torch
 import yaml
@@ -24,7 +25,7 @@ from msa_model.checkpoint import save_model_package
 from msa_model.config import ConfigError, ModelConfig, from_dict
 from msa_model.model import MSAModel
 from msa_model.tokenizer import build_tokenizer
-from tests.cluster_utils import run_cli
+from tests.cluster_utils import run_cli, wait_for
 from tests.conftest import TINY_MODEL, tiny_experiment, write_yaml
 from workflows.cli import main
 from workflows.errors import ResultsFolderError
@@ -32,6 +33,7 @@ from workflows.experiment import dump_experiment, load_experiment, parse_experim
 from workflows.results.folders import LOCK, MARKER, lock_results_dir, release_lock
 from workflows.results.read_ledger import recorded_reads
 from workflows.results.trials import TrialRecord, trials_table
+from workflows.runtime import watchdog
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -243,6 +245,51 @@ def test_num_cpus_zero_refused_before_ray(synth_data: Path, tmp_path: Path, caps
     cfg = _search_yaml(synth_data, tmp_path)
     done = _cli(capsys, "tune", str(cfg), "--num-cpus", "0")
     assert done.returncode == 2 and "--num-cpus: must be >= 1, got 0" in done.stderr
+
+
+# --- 5. a killed driver leaves no process of its cluster (with Ray: test_reliability3_ray) -----
+
+FAKE_DRIVER = """
+import subprocess, time
+from workflows.runtime import watchdog
+other = subprocess.Popen(["sleep", "300"])  # started before: not the cluster's
+before = watchdog.children()
+node = subprocess.Popen(["sh", "-c", "sleep 300 & wait"])  # a 'raylet' and its 'agent'
+watchdog.guard(before)
+print(other.pid, node.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def _ended(p: psutil.Process) -> bool:
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_watchdog_ends_the_cluster_of_a_killed_driver_and_nothing_else() -> None:
+    driver = subprocess.Popen([sys.executable, "-c", FAKE_DRIVER], cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    assert driver.stdout is not None
+    other_pid, node_pid = map(int, driver.stdout.readline().split())
+    other, node = psutil.Process(other_pid), psutil.Process(node_pid)
+    started = [other, node]
+    try:
+        (agent,) = wait_for(node.children, 10, "the node's child")
+        started.append(agent)
+        ours = {other_pid, node_pid}
+        (guard,) = [p for p in psutil.Process(driver.pid).children() if p.pid not in ours]
+        time.sleep(1.5 * watchdog.INTERVAL_S)  # it follows a child born after it started
+        driver.kill()
+        driver.wait()
+        wait_for(lambda: all(map(_ended, (node, agent, guard))), 15, "the cluster to end")
+        assert not _ended(other)  # not the cluster's, never touched
+    finally:
+        driver.kill()
+        for p in started:
+            if not _ended(p):
+                p.kill()
 
 
 # --- 6. the test-read ledger of msa evaluate ---------------------------------------------------

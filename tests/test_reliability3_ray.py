@@ -1,6 +1,7 @@
 """Issue 20 on a real local Ray cluster (each command starts its own, one CPU): SIGTERM stops a
 search like Ctrl-C (143, the resume hint, no native stack dump), ``--resume`` after ``--resume
---more 1`` finishes, an emptied study file stops ``--resume`` before Ray, a run whose CPUs the
+--more 1`` finishes, an emptied study file stops ``--resume`` before Ray, a SIGKILLed driver
+leaves no process of its cluster running (and another cluster's alone), a run whose CPUs the
 cluster can never give is refused instead of waiting forever, and a ``msa train`` whose weights
 file is broken fails once, in one line."""
 
@@ -8,25 +9,18 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.cluster_utils import node_env, wait_for
+from tests.cluster_utils import background_cli, epochs_saved, start_node, wait_for
 from tests.cluster_utils import run_cli as _msa
 from tests.conftest import tiny_experiment, write_yaml
 from workflows.results.trials import read_table
 
 pytestmark = pytest.mark.ray
 EPOCHS = 10  # the window to send SIGTERM mid-search (after 2), short for --more's trial
-
-
-def _epochs_saved(out: Path) -> int:
-    for record in (out / "ray" / "trials").glob("*/checkpoints.json"):
-        return max((e["epoch"] for e in json.loads(record.read_text())["checkpoints"]), default=0)
-    return 0
 
 
 def test_sigterm_then_resume_more_resume_and_an_emptied_study(
@@ -43,26 +37,10 @@ def test_sigterm_then_resume_more_resume_and_an_emptied_study(
     args = ["tune", str(cfg), "--results", str(tmp_path / "results"), "--num-cpus", "1"]
     args += ["--no-final"]
     log = tmp_path / "first.log"
-    env = node_env()
-    env.pop("RAY_ADDRESS", None)
-    with open(log, "w") as f:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workflows", *args],
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for(lambda: _epochs_saved(out) >= 2, 180, "two epochs")
+    with background_cli(*args, cwd=tmp_path, log=log) as proc:
+        wait_for(lambda: epochs_saved(out) >= 2, 180, "two epochs")
         proc.send_signal(signal.SIGTERM)  # as `kill PID` or `timeout` sends it, to the driver
         proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = log.read_text()
     assert proc.returncode == 143, text[-3000:]
     assert "msa: error: terminated (SIGTERM)" in text and "rerun with --resume" in text
@@ -80,6 +58,45 @@ def test_sigterm_then_resume_more_resume_and_an_emptied_study(
     assert done.returncode == 2, (done.stdout + done.stderr)[-3000:]
     assert "optuna.db: the Optuna study file is empty (0 bytes)" in done.stderr
     assert "Ray dashboard" not in done.stdout  # before Ray started
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+NODE_PROCESSES = {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"}
+
+
+def test_sigkilled_driver_leaves_no_process_of_its_cluster(
+    synth_data: Path, tmp_path: Path
+) -> None:
+    """Without the watchdog Ray's two agents outlive the driver by a minute (they wait on the
+    GCS that died with it); another Ray cluster on the machine is never touched."""
+    other = start_node(num_cpus=1)
+    try:
+        theirs = [p for p in other.processes() if p.name() in NODE_PROCESSES]
+        cfg = write_yaml(tmp_path / "kill.yaml", tiny_experiment(synth_data, name="kill"))
+        args = ["train", str(cfg), "--results", str(tmp_path / "results"), "--num-cpus", "1"]
+        log = tmp_path / "kill.log"
+        with background_cli(*args, cwd=tmp_path, log=log) as proc:
+
+            def started() -> bool:
+                if proc.poll() is not None:
+                    pytest.fail(f"exit {proc.returncode} before Ray: {log.read_text()[-3000:]}")
+                return "Ray dashboard" in log.read_text()
+
+            wait_for(started, 180, "the local cluster")
+            ours = psutil.Process(proc.pid).children(recursive=True)
+            assert NODE_PROCESSES <= {p.name() for p in ours}, log.read_text()[-3000:]
+            proc.kill()
+            proc.wait()
+        wait_for(lambda: not [p for p in ours if _running(p)], 20, "the cluster's processes to end")
+        assert len(theirs) == len(NODE_PROCESSES) and all(map(_running, theirs))
+    finally:
+        other.remove()
 
 
 def test_cpus_the_cluster_never_has_refused(synth_data: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import ray
 
+from workflows.runtime import watchdog
 from workflows.signals import handle_sigterm
 
 __all__ = [
@@ -42,6 +43,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
 
     A local cluster's dashboard binds to 127.0.0.1 (reach a remote head through an SSH tunnel);
     the dashboard must run, Ray Train uses it to free the workers of trials stopped early.
+    A local cluster's processes end with this process, however it ends (:mod:`.watchdog`).
     Ray's token authentication is left on. Returns Ray's context.
     """
     if ray.is_initialized():
@@ -56,7 +58,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     else:
         # nothing drains a local node: skip the preemption watcher actor each Train run starts
         env_vars[PREEMPTION_ENV_VAR] = os.environ.setdefault(PREEMPTION_ENV_VAR, "0")
+        before = watchdog.children()
         ctx = _start_local(env_vars, num_cpus)
+        watchdog.guard(before)  # its processes end with this one, even a SIGKILLed one
     handle_sigterm()  # ray.init made SIGTERM a sys.exit anywhere in the driver
     url = dashboard_url(ctx)
     if url and not quiet:
