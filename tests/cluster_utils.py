@@ -18,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,38 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+@contextmanager
+def background_cli(
+    *args: str, cwd: Path, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """``python -m workflows ARGS`` in the background, in its own session (a signal sent to
+    the process reaches the driver alone), output to ``log``; SIGKILLed if it still runs when
+    the block ends."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workflows", *args],
+            cwd=cwd,
+            env=node_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def epochs_saved(out: Path) -> int:
+    """The latest epoch a search's (first) trial has checkpointed, from its run's record."""
+    for record in (out / "ray" / "trials").glob("*/checkpoints.json"):
+        return max((e["epoch"] for e in json.loads(record.read_text())["checkpoints"]), default=0)
+    return 0
 
 
 @dataclass

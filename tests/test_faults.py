@@ -5,15 +5,12 @@ trials ends with "no trial reported"."""
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.cluster_utils import node_env, wait_for
+from tests.cluster_utils import background_cli, epochs_saved, wait_for
 from tests.cluster_utils import run_cli as _msa
 from tests.conftest import tiny_experiment, write_yaml
 from workflows.results.read_ledger import recorded_reads
@@ -21,13 +18,6 @@ from workflows.results.trials import read_table
 
 pytestmark = pytest.mark.ray
 EPOCHS = 40  # ~0.1 s each: the window to press Ctrl-C mid-search
-
-
-def _epochs_saved(out: Path) -> int:
-    """The latest epoch a search's (only) trial has checkpointed, from its run's record."""
-    for record in (out / "ray" / "trials").glob("*/checkpoints.json"):
-        return max((e["epoch"] for e in json.loads(record.read_text())["checkpoints"]), default=0)
-    return 0
 
 
 def _search(data: Path, name: str, epochs: int, **loss: float) -> dict:
@@ -46,25 +36,10 @@ def test_ctrl_c_exits_130_untested_then_resume_tests_once(synth_data: Path, tmp_
     cfg = write_yaml(tmp_path / "s.yaml", _search(synth_data, "sig", epochs=EPOCHS))
     args = ["tune", str(cfg), "--results", str(tmp_path / "results"), "--num-cpus", "1"]
     log = tmp_path / "first.log"
-    env = node_env()
-    env.pop("RAY_ADDRESS", None)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workflows", *args],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for(lambda: _epochs_saved(tmp_path / "results" / "sig") >= 2, 120, "two epochs")
+    with background_cli(*args, cwd=tmp_path, log=log) as proc:
+        wait_for(lambda: epochs_saved(tmp_path / "results" / "sig") >= 2, 120, "two epochs")
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = log.read_text()
     assert proc.returncode == 130, text[-3000:]
     assert "rerun with --resume" in text
