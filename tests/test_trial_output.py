@@ -45,15 +45,16 @@ def test_tensorboard_run_per_trial_with_hparams(tmp_path: Path) -> None:
         board.on_trial_result(epoch, trials, trials[0], result)
     board.on_trial_complete(2, trials, trials[0])
     board.on_trial_error(0, trials, trials[1])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_1e540e59", "demo_2ab"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["demo_1e540e59", "demo_2ab"]
 
+    (root,) = [v for e in _events(tmp_path) for v in e.summary.value]  # one experiment for all
+    experiment = HParamsPluginData.FromString(root.metadata.plugin_data.content).experiment
+    assert [h.name for h in experiment.hparam_infos][: len(config)] == list(config)
+    assert [m.name.tag for m in experiment.metric_infos] == [
+        "val/val_mr", "val/val_mr_best", "test/test_mr"
+    ]  # fmt: skip
     events = _events(tmp_path / "demo_1e540e59")
     summaries = {v.tag: (e.step, v) for e in events for v in e.summary.value}
-    experiment = HParamsPluginData.FromString(
-        summaries["_hparams_/experiment"][1].metadata.plugin_data.content
-    ).experiment
-    assert [h.name for h in experiment.hparam_infos] == list(config)
-    assert [m.name.tag for m in experiment.metric_infos] == ["val/val_mr", "val/val_mr_best"]
     start = HParamsPluginData.FromString(
         summaries["_hparams_/session_start_info"][1].metadata.plugin_data.content
     ).session_start_info

@@ -128,3 +128,69 @@ def test_collapse_verdict_never_fires_on_a_trial_far_above_chance() -> None:
     assert reason.endswith(f"; val mR 0.00 <= 2 x chance {chance:.2f}")
     # without validation the embeddings alone decide, as before
     assert collapse_reason(run([25.0, 25.0]), cfg, 32).startswith("collapsed at epoch 2")
+
+
+def _hparams(folder: Path) -> tuple[dict, int]:
+    """A TensorBoard run's HParams (name -> value) and its end status (1 done, 2 failed)."""
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    from tests.test_trial_output import _events
+
+    data = {
+        v.tag: HParamsPluginData.FromString(v.metadata.plugin_data.content)
+        for e in _events(folder) for v in e.summary.value if v.tag.startswith("_hparams_/")
+    }  # fmt: skip
+    values = {
+        key: getattr(value, value.WhichOneof("kind"))
+        for key, value in data["_hparams_/session_start_info"].session_start_info.hparams.items()
+    }
+    return values, data["_hparams_/session_end_info"].session_end_info.status
+
+
+def test_tensorboard_holds_statuses_and_the_final_stage(tmp_path: Path) -> None:
+    from ray.tune.experiment import Trial
+
+    from tests.test_trial_output import _events
+    from workflows.runtime.tensorboard import TuneTensorBoard, log_final_runs
+
+    base = {"model.image.num_scales": 3, "optim.lr": 0.01}
+    board = TuneTensorBoard(tmp_path, "demo", ["val_mr", "val_mr_best"], epochs=2, baseline=base)
+    configs = {"b0": base, "c1": {**base, "optim.lr": 0.02}, "f2": {**base, "optim.lr": 0.03}}
+    trials = [Trial("demo", config=c, trial_id=i, stub=True) for i, c in configs.items()]
+    for trial in trials:
+        board.on_trial_start(0, trials, trial)
+    for trial, epochs in zip(trials, (2, 1, 1), strict=True):
+        for epoch in range(1, epochs + 1):
+            board.on_trial_result(epoch, trials, trial, {"epoch": epoch, "val_mr": 5.0 * epoch})
+    board.on_trial_complete(2, trials, trials[0])
+    board.on_trial_complete(1, trials, trials[1])  # stopped by ASHA after one epoch
+    board.on_trial_error(1, trials, trials[2])
+    got = {t.trial_id: _hparams(tmp_path / f"demo_{t.trial_id}") for t in trials}
+    assert got["b0"] == ({"model.image.num_scales": "3", "optim.lr": 0.01, "status": "COMPLETE",
+                          "baseline": True, "stage": "search", "trial": "b0"}, 1)  # fmt: skip
+    assert got["c1"][0]["status"] == "PRUNED" and not got["c1"][0]["baseline"]
+    assert (got["f2"][0]["status"], got["f2"][1]) == ("FAIL", 2)
+
+    runs = [
+        {"label": label, "seed": seed, "params": params, "baseline": label == "baseline",
+         "epoch": 2, "val": {"mr": 10.0 + seed}, "test": {"mr": 9.0 + seed, "i2t_r1": 3.0}}
+        for label, params in (("rank1", configs["c1"]), ("baseline", base)) for seed in (1, 2)
+    ]  # fmt: skip
+    folders = log_final_runs(tmp_path, runs, "val_mr")
+    log_final_runs(tmp_path, runs[:1], "val_mr")  # a resumed final stage: replaced, not doubled
+    names = sorted(p.name for p in (tmp_path / "final").iterdir())
+    assert names == ["baseline_seed1", "baseline_seed2", "rank1_seed1", "rank1_seed2"]
+    assert [f.name for f in folders] == ["rank1_seed1", "rank1_seed2", "baseline_seed1",
+                                         "baseline_seed2"]  # fmt: skip
+    values, status = _hparams(tmp_path / "final" / "baseline_seed2")
+    assert (values["stage"], values["candidate"], values["seed"], values["baseline"]) == (
+        "final", "baseline", 2.0, True
+    )
+    assert (values["status"], values["model.image.num_scales"], status) == ("COMPLETE", "3", 1)
+    for name, seed in (("rank1_seed1", 1), ("baseline_seed2", 2)):
+        scalars = sorted((e.step, v.tag, v.simple_value) for e in _events(tmp_path / "final" / name)
+                         for v in e.summary.value if v.HasField("simple_value"))  # fmt: skip
+        assert scalars == [(2, "test/test_i2t_r1", 3.0), (2, "test/test_mr", 9.0 + seed),
+                           (2, "val/val_mr", 10.0 + seed)]  # fmt: skip
+    (experiment,) = [v.tag for e in _events(tmp_path) for v in e.summary.value]  # written once
+    assert experiment == "_hparams_/experiment"

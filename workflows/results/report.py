@@ -21,7 +21,12 @@ import pandas as pd  # noqa: E402
 from msa_model.constants import METRIC_KEYS  # noqa: E402
 from workflows.experiment.space import Distribution  # noqa: E402
 from workflows.results.schema import SPLITS, CandidateResult, FinalSummary, Summary  # noqa: E402
-from workflows.results.study_plots import plot_study, study_from_table  # noqa: E402
+from workflows.results.status import FAIL  # noqa: E402
+from workflows.results.study_plots import (  # noqa: E402
+    plot_study,
+    study_from_table,
+    trial_order,
+)
 
 __all__ = ["markdown_table", "summary_cell", "plot_curves", "plot_final", "write_report"]
 
@@ -286,9 +291,10 @@ def write_report(
     plot_final(final, final_dir / "final.png")
     plots = {}
     if searched:
-        plots = plot_study(study_from_table(table, metric, mode, space), space, final_dir)
+        order = trial_order(history, study)  # the search's order, as optuna-dashboard's
+        plots = plot_study(study_from_table(table, metric, mode, space, order), space, final_dir)
 
-    failed = table[table["status"] == "ERROR"]
+    failed = table[table["status"] == FAIL]
     cands = ", ".join(f"`{c.label}`" for c in final.candidates)
     lines = [
         f"# {name}: final report",

@@ -28,7 +28,12 @@ from workflows.runtime.launch import storage_root
 from workflows.runtime.memo import warm_memos
 from workflows.runtime.records import collect_records, unfinished_trials
 from workflows.runtime.reporter import progress_reporter, reporter_output
-from workflows.runtime.searcher import make_scheduler, make_searcher, study_storage
+from workflows.runtime.searcher import (
+    baseline_point,
+    make_scheduler,
+    make_searcher,
+    study_storage,
+)
 from workflows.runtime.session import running_best_key
 from workflows.runtime.space_tune import to_tune
 from workflows.runtime.tensorboard import TuneTensorBoard
@@ -206,6 +211,8 @@ def _tuner(
                     (out / "tensorboard").resolve(),
                     exp.name,
                     [search.metric, running_best_key(search.metric)],
+                    epochs=exp.train.epochs,  # fewer: PRUNED, as in the study and trials.csv
+                    baseline=baseline_point(exp),
                 )
             ],
             # each trial's best epoch, weights only (its own record keeps what resuming needs)
