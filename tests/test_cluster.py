@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -295,6 +296,86 @@ def test_local_dashboard_binds_localhost_with_token_auth() -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+OTHER_CLUSTER = """
+import sys, tempfile, ray
+# a user's own Ray on this machine: plain ray.init, Ray's default ports (dashboard agent: 52365)
+temp = tempfile.mkdtemp(dir="/tmp")
+ray.init(address="local", num_cpus=1, include_dashboard=True, _temp_dir=temp)
+print("up", flush=True)
+sys.stdin.read()
+"""
+
+LOG_PROBE = """
+import json, time, urllib.request, ray
+from pathlib import Path
+from workflows.runtime.cluster import connect, dashboard_url
+url = dashboard_url(connect(num_cpus=1, quiet=True, name="probe"))
+token = (Path.home() / ".ray" / "auth_token").read_text().strip()
+
+def get(path):  # as the dashboard's pages ask its HTTP API
+    request = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read().decode()
+
+@ray.remote(num_cpus=0)
+class Trial:
+    def say(self):
+        print("[probe 1e540e59] epoch 1/1", flush=True)
+
+actor = Trial.remote()
+ray.get(actor.say.remote())
+text, error = "", None
+for _ in range(30):  # the log monitor writes the actor's file within a few seconds
+    try:  # the log pane's request
+        text = get(f"/api/v0/logs/file?actor_id={actor._actor_id.hex()}&suffix=out&lines=100")
+    except Exception as exc:
+        error = repr(exc)
+    if "1e540e59" in text:
+        break
+    time.sleep(1)
+job = ray.get_runtime_context().get_job_id()
+jobs = [j for j in json.loads(get("/api/jobs/")) if j.get("job_id") == job]
+print(json.dumps({"text": text, "error": error, "job": jobs[0]["metadata"] if jobs else None,
+                  "agent_port": ray.nodes()[0].get("DashboardAgentListenPort")}))
+"""
+
+
+def _taken(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def test_actor_logs_load_with_another_cluster_on_the_machine() -> None:
+    """With another Ray on the machine holding Ray's default agent port (52365), our cluster's
+    dashboard agent listens elsewhere: an actor's log loads through the dashboard's log API (the
+    dashboard's log pane said "Failed to load"), and the job carries the experiment's name."""
+    env = node_env()
+    other = subprocess.Popen([sys.executable, "-c", OTHER_CLUSTER], cwd=REPO, env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)  # fmt: skip
+    try:
+        assert other.stdout.readline().strip() == "up"
+        assert _taken(52365)  # by the other cluster's agent (or another Ray here before it)
+        probe = subprocess.run([sys.executable, "-c", LOG_PROBE], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert probe.returncode == 0, probe.stderr[-3000:]
+        seen = json.loads(probe.stdout.strip().splitlines()[-1])
+        assert "[probe 1e540e59] epoch 1/1" in seen["text"], seen
+        assert seen["agent_port"] != 52365
+        assert seen["job"] == {"job_name": "probe"}
+    finally:
+        other.stdin.close()  # its ray.init's exit hook stops the other cluster
+        try:
+            other.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(other.pid, signal.SIGKILL)
+            other.wait()
 
 
 def test_yaml_and_checkpoints_are_loaded_safely() -> None:

@@ -17,7 +17,13 @@ from tests.conftest import tiny_experiment
 from workflows.experiment import SEARCH_SPACES, load_experiment, parse_experiment
 from workflows.results.paths import relative_to_results, resolve_in_results
 from workflows.runtime.launch import run_spec
-from workflows.runtime.reporter import abbreviate, progress_reporter
+from workflows.runtime.reporter import (
+    TrialLines,
+    abbreviate,
+    final_console,
+    progress_reporter,
+    search_console,
+)
 from workflows.runtime.tensorboard import TuneTensorBoard
 
 
@@ -127,6 +133,56 @@ def test_progress_table_prints_a_choice_whole() -> None:
     row = _get_trial_info(trial, list(reporter._parameter_columns), [],
                           max_column_length=reporter._max_column_length)  # fmt: skip
     assert "triplet_hardest" in row  # not cut to Ray's triplet_e2b0
+
+
+def _finished(status: str, result: dict, config: dict, trial_id: str) -> Trial:
+    trial = Trial("demo", config=config, trial_id=trial_id, stub=True,
+                  trial_name_creator=lambda t: f"demo_{t.trial_id}")  # fmt: skip
+    trial.update_last_result({**result, "config": config})
+    trial.set_status(status)
+    return trial
+
+
+def test_console_without_verbose_is_one_line_per_finished_trial_and_the_best(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MSA_VERBOSE", raising=False)
+    exp = load_experiment(SEARCH_SPACES / "demo.yaml")
+    console = search_console(exp)
+    reporter = console["progress_reporter"]
+    assert console["verbose"] == 1 and isinstance(reporter, TrialLines)  # no Ray table
+    config = {d.key: d.extremes()[-1] for d in exp.space}
+    epochs = exp.train.epochs
+    done = _finished(Trial.TERMINATED, {"epoch": epochs, "val_mr_best": 14.25}, config, "1e540e59")
+    pruned = _finished(Trial.TERMINATED, {"epoch": 1, "val_mr_best": 9.5}, config, "2ab")
+    running = _finished(Trial.RUNNING, {"epoch": 1, "val_mr_best": 30.0}, config, "3cd")
+    trials = [done, pruned, running]
+    assert reporter.should_report(trials)
+    reporter.report(trials, False)
+    assert not reporter.should_report(trials)  # each finished trial once
+    reporter.report(trials, True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"[msa] trial demo_1e540e59 COMPLETE after {epochs}/{epochs} "
+                               "epochs: best val_mr 14.25 (")  # fmt: skip
+    assert lines[1].startswith(f"[msa] trial demo_2ab PRUNED after 1/{epochs} epochs: best val_mr")
+    assert lines[2].startswith("[msa] best trial demo_3cd: val_mr 30.00 (")
+    assert len(lines) == 3
+
+    monkeypatch.setenv("MSA_VERBOSE", "1")  # --verbose: Ray's (narrow) tables
+    assert type(search_console(exp)["progress_reporter"]).__name__ == "CLIReporter"
+    assert type(final_console("val_mr")["progress_reporter"]).__name__ == "CLIReporter"
+
+
+def test_final_stage_prints_one_line_per_run(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MSA_VERBOSE", raising=False)
+    reporter = final_console("val_mr")["progress_reporter"]
+    result = {"final_epoch": 2, "val_mr": 61.111, "test_mr": 50.0, "test_examples": "[...]"}
+    reporter.report([_finished(Trial.TERMINATED, result, {}, "4ef")], True)
+    assert capsys.readouterr().out == (
+        "[msa] final run demo_4ef COMPLETE: epoch 2, val mr 61.11, test mr 50.00\n"
+    )
 
 
 class _Lines(LoopSession):

@@ -1,12 +1,13 @@
-"""Arguments several commands share: ``--set`` overrides and where the Ray cluster is."""
+"""Arguments several commands share: ``--set``, where the Ray cluster is, ``--verbose``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["add_set", "add_cluster", "at_least", "positive_int", "SET_HELP"]
+__all__ = ["add_set", "add_cluster", "at_least", "positive_int", "SET_HELP", "Verbose"]
 
 SET_HELP = "override one dotted key of the experiment, e.g. train.epochs=4 (repeatable)"
 
@@ -35,8 +36,26 @@ def add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
 
 
+class Verbose(argparse.Action):
+    """``--verbose``: sets ``MSA_VERBOSE=1``, which every process of the run inherits.
+
+    Without it a run prints one line per epoch of each trial, one per finished trial and its
+    summary; with it also Ray's progress tables, its INFO logs and the libraries' progress bars
+    (see :mod:`workflows.runtime.reporter`).
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from workflows.runtime.reporter import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
+        setattr(namespace, self.dest, True)
+
+
 def add_cluster(p: argparse.ArgumentParser) -> None:
-    """``--address``, ``--storage``, ``--results`` and ``--num-cpus``."""
+    """``--address``, ``--storage``, ``--results``, ``--num-cpus`` and ``--verbose``."""
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else local)")
     p.add_argument("--storage", help="shared storage for Ray state/checkpoints (dir, s3://, gs://)")
     p.add_argument(
@@ -44,4 +63,9 @@ def add_cluster(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--num-cpus", type=positive_int, help="CPUs of a local cluster (default: all)"
+    )
+    p.add_argument(
+        "--verbose",
+        action=Verbose,
+        help="also print Ray's progress tables, its logs and progress bars (MSA_VERBOSE=1)",
     )

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
 import secrets
 import socket
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import ray
 
 from workflows.runtime import watchdog
+from workflows.runtime.jobs import token_hint
+from workflows.runtime.reporter import console_env, logging_level, quiet_driver
 from workflows.signals import handle_sigterm
 
 __all__ = [
@@ -38,13 +43,20 @@ RUNTIME_ENV_VARS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "TOKENIZERS_PARA
 PREEMPTION_ENV_VAR = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = False) -> Any:
+def connect(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    quiet: bool = False,
+    name: str | None = None,
+) -> Any:
     """``ray.init`` for the CLI: join ``address`` (or ``RAY_ADDRESS``), else start a local cluster.
 
     A local cluster's dashboard binds to 127.0.0.1 (reach a remote head through an SSH tunnel);
     the dashboard must run, Ray Train uses it to free the workers of trials stopped early.
     A local cluster's processes end with this process, however it ends (:mod:`.watchdog`).
-    Ray's token authentication is left on. Returns Ray's context.
+    Ray's token authentication is left on. The job carries ``name`` (the experiment's) in its
+    metadata (``job_name``); the console follows ``--verbose`` (:mod:`.reporter`). Prints the
+    dashboard's URL and where its token is (unless ``quiet``). Returns Ray's context.
     """
     if ray.is_initialized():
         return ray.get_runtime_context()
@@ -52,23 +64,30 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     # a variable already set wins (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S=2 restores Ray's default);
     # the local raylet's processes inherit os.environ, every worker gets the runtime env
     env_vars = {key: os.environ.setdefault(key, value) for key, value in RUNTIME_ENV_VARS.items()}
+    env_vars.update(console_env())
+    quiet_driver()
+    job = {
+        "job_config": ray.job_config.JobConfig(metadata={"job_name": name} if name else None),
+        "logging_level": logging_level(),
+    }
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ctx = ray.init(address=address, runtime_env={"env_vars": env_vars})
+        ctx = ray.init(address=address, runtime_env={"env_vars": env_vars}, **job)
     else:
         # nothing drains a local node: skip the preemption watcher actor each Train run starts
         env_vars[PREEMPTION_ENV_VAR] = os.environ.setdefault(PREEMPTION_ENV_VAR, "0")
         before = watchdog.children()
-        ctx = _start_local(env_vars, num_cpus)
+        ctx = _start_local(env_vars, num_cpus, job)
         watchdog.guard(before)  # its processes end with this one, even a SIGKILLed one
     handle_sigterm()  # ray.init made SIGTERM a sys.exit anywhere in the driver
     url = dashboard_url(ctx)
     if url and not quiet:
-        print(f"[msa] Ray dashboard: {url}", flush=True)
+        token = token_hint()
+        print(f"[msa] Ray dashboard: {url}" + (f" (token: {token})" if token else ""), flush=True)
     return ctx
 
 
-def _start_local(env_vars: dict[str, str], num_cpus: int | None) -> Any:
+def _start_local(env_vars: dict[str, str], num_cpus: int | None, job: dict[str, Any]) -> Any:
     """A new local cluster (``address="local"``: never one a ``ray start`` left running).
 
     Ray Train frees the workers of a stopped trial after asking the State API whether its
@@ -76,7 +95,7 @@ def _start_local(env_vars: dict[str, str], num_cpus: int | None) -> Any:
     server is named, so the dashboard gets a known port. Another process can take it between
     the check and the dashboard's start: Ray then refuses it at once ("already occupied") or its
     dashboard fails to start; either way the cluster is shut down and started once more on
-    another free port.
+    another free port. Every other port of the node is one the OS gives (:func:`_agent_port`).
     """
     for attempt in range(2):
         port = _free_port(8265 if attempt == 0 else 0)
@@ -84,21 +103,53 @@ def _start_local(env_vars: dict[str, str], num_cpus: int | None) -> Any:
             f"http://127.0.0.1:{port}"
         )
         try:
-            return ray.init(
-                address="local",
-                include_dashboard=True,
-                dashboard_host="127.0.0.1",
-                dashboard_port=port,
-                num_cpus=num_cpus,
-                resources={DRIVER_RESOURCE: DRIVER_SLOTS},
-                runtime_env={"env_vars": env_vars},
-            )
+            with _agent_port():
+                return ray.init(
+                    address="local",
+                    include_dashboard=True,
+                    dashboard_host="127.0.0.1",
+                    dashboard_port=port,
+                    num_cpus=num_cpus,
+                    resources={DRIVER_RESOURCE: DRIVER_SLOTS},
+                    runtime_env={"env_vars": env_vars},
+                    **job,
+                )
         except Exception as exc:
             if attempt or not _port_lost(exc):
                 raise
             ray.shutdown()
             print(f"[msa] dashboard port {port} was taken while Ray started; trying another")
     raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _agent_port() -> Iterator[None]:
+    """Within: a new node's dashboard agent listens on a port the OS gives, not on 52365.
+
+    The dashboard reads each actor's log through its node's agent; with another Ray instance
+    on the machine holding 52365, the agent cannot start and every log pane says "Failed to
+    load". ``ray start --dashboard-agent-listen-port`` sets the port, ``ray.init`` has no
+    option for it: its node parameters default to 52365, here to None, which the node turns
+    into 0 (as Ray's own ``cluster_utils`` does for a second node on one machine). The other
+    ports ``ray.init`` leaves to Ray (GCS, raylet, object manager, workers, metrics export,
+    the agent's gRPC, the runtime env agent) are already 0, chosen by the OS. Nothing changes
+    where Ray's parameters differ from 2.60's.
+    """
+    from ray._private import parameter
+
+    original = parameter.RayParams.__init__
+    if "dashboard_agent_listen_port" not in inspect.signature(original).parameters:
+        yield
+        return
+
+    def init(self: Any, *args: Any, dashboard_agent_listen_port: int | None = None, **kw: Any):
+        original(self, *args, dashboard_agent_listen_port=dashboard_agent_listen_port, **kw)
+
+    parameter.RayParams.__init__ = init
+    try:
+        yield
+    finally:
+        parameter.RayParams.__init__ = original
 
 
 def _port_lost(exc: Exception) -> bool:

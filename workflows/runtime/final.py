@@ -41,6 +41,7 @@ from workflows.results.schema import (
 from workflows.results.trials import read_table, trial_rows
 from workflows.runtime.fatal import run_once
 from workflows.runtime.records import unfinished_trials
+from workflows.runtime.reporter import final_console
 from workflows.runtime.searcher import baseline_point, study_storage
 from workflows.runtime.trainable import (
     concurrent_trials,
@@ -227,9 +228,8 @@ def _launch(
         run_config=tune.RunConfig(
             name=f"final_tune_{datetime.now():%Y%m%d-%H%M%S}",
             storage_path=root,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # the run's best, for Tune
             failure_config=tune.FailureConfig(max_failures=trial_retries(exp, in_trial)),
-            verbose=1,
+            **final_console(exp.search.metric),  # one line per run (a table with --verbose)
         ),
     ).fit()
     if unfinished_trials(results, len(todo)):  # Ctrl-C: Tune stopped and saved the runs

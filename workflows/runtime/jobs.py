@@ -35,6 +35,7 @@ __all__ = [
     "use_token_auth",
     "prepare_submission",
     "submit",
+    "token_hint",
     "upload_listing",
 ]
 
@@ -286,6 +287,23 @@ def prepare_submission(
     }
 
 
+def token_hint() -> str | None:
+    """Where the dashboard's token is (its file, or ``$RAY_AUTH_TOKEN``); None without token auth.
+
+    The dashboard and its API ask for the token: paste it at the login prompt, or send it as an
+    ``Authorization: Bearer`` header.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None and mode.lower() != "token":
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "$RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return os.environ["RAY_AUTH_TOKEN_PATH"]
+    path = Path.home() / ".ray" / "auth_token"
+    return str(path) if path.is_file() else None
+
+
 def use_token_auth() -> None:
     """Send Ray's auth token with every request when one is available.
 
@@ -383,10 +401,14 @@ def submit(
     job_id = client.submit_job(
         entrypoint=job["entrypoint"],
         runtime_env=job["runtime_env"],
-        metadata={"msa_experiment": job["name"]},
+        # the dashboard's Jobs view names a job by its submission id: the experiment's
+        submission_id=f"{job['name']}_{time.strftime('%Y%m%d-%H%M%S')}",
+        metadata={"msa_experiment": job["name"], "job_name": job["name"]},
     )
     print(f"[msa] submitted job {job_id}: {job['entrypoint']}", file=out)
-    print(f"[msa] dashboard: {address}/#/jobs/{job_id}", file=out)
+    token = token_hint()
+    hint = f" (token: {token})" if token else ""
+    print(f"[msa] dashboard: {address}/#/jobs/{job_id}{hint}", file=out)
     print(f"[msa] follow the logs: ray job logs -f {job_id} --address {address}", file=out)
     print(
         f"[msa] status / stop: ray job status {job_id} --address {address} | "

@@ -59,8 +59,10 @@ def run_worker(config: dict[str, Any]) -> None:
 
     from msa_model.training import train
     from workflows.runtime.fatal import run_once
+    from workflows.runtime.reporter import quiet_worker
     from workflows.runtime.session import TrainWorkerSession
 
+    quiet_worker()
     torch.set_num_threads(config["torch_threads"])
     # an error that would repeat (bad weights, bad data) is not trained again on Train's retry
     run_once(

@@ -27,7 +27,7 @@ from workflows.runtime.final import run_final
 from workflows.runtime.launch import storage_root
 from workflows.runtime.memo import warm_memos
 from workflows.runtime.records import collect_records, unfinished_trials
-from workflows.runtime.reporter import progress_reporter, reporter_output
+from workflows.runtime.reporter import search_console
 from workflows.runtime.searcher import (
     baseline_point,
     make_scheduler,
@@ -215,12 +215,9 @@ def _tuner(
                     baseline=baseline_point(exp),
                 )
             ],
-            # each trial's best epoch, weights only (its own record keeps what resuming needs)
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=trial_retries(exp, in_trial)),
             stop=CollapsedStopper(search.metric) if search.stop_collapsed else None,
-            verbose=1,
-            progress_reporter=progress_reporter(exp),
+            **search_console(exp),  # one line per finished trial, Ray's table with --verbose
         ),
     )
     return tuner, name
@@ -295,15 +292,14 @@ def _search(
     check_run_data(exp.with_absolute_paths().data, require_test=final and exp.final.enabled)
     root = storage_root(out, storage, exp.name)
     restore = _prepare_dir(out, exp, resume, more, root)
-    connect(address, num_cpus=num_cpus)
+    connect(address, num_cpus=num_cpus, name=exp.name)
     check_feasible(exp, trains_in_trial(exp))
     warm_memos(exp)
     runs = _tune_runs(root) if restore else [TUNE_DIR]
     tuner, name = _tuner(exp, out, root, runs, restore, more)
     if not (restore and not more):
         _plan(out, name, more or exp.search.num_samples)
-    with reporter_output():
-        results = tuner.fit()
+    results = tuner.fit()
     expected = _planned(out).get(name, exp.search.num_samples if name == TUNE_DIR else None)
     left = unfinished_trials(results, expected)
     if left:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -17,7 +16,7 @@ import ray.train.torch
 import ray.tune
 from torch import nn
 
-from msa_model.checkpoint import STATE_FILE, read_checkpoint_meta
+from msa_model.checkpoint import read_checkpoint_meta
 from msa_model.constants import DEFAULT_METRIC, DEFAULT_MODE, better
 from msa_model.engine import default_device
 from msa_model.session import LoopSession
@@ -98,10 +97,9 @@ class TuneTrialSession(LoopSession):
     """Inside a Tune function trainable: one process, reporting to Tune.
 
     Checkpoints go to ``checkpoints`` (the run's own record, so a restarted trial resumes from
-    its latest one) and reach Tune as ``checkpoint_path``, as a TorchTrainer's do. Each new best
-    (by the search metric; every one without it) is also registered with Tune, weights only,
-    so ``ResultGrid.get_best_result().checkpoint`` is the trial's best epoch; the trial resumes
-    from its own record, never from Tune's copy. Tune gives the trial its GPU
+    its latest one) and reach Tune as ``checkpoint_path`` only, as a TorchTrainer's do through
+    ``TuneReportCallback``: Tune stores no second copy (its ``Result.checkpoint`` is None; the
+    trial's best is in ``trials.csv`` and ``best_config.yaml``). Tune gives the trial its GPU
     (``CUDA_VISIBLE_DEVICES``), so the device is ``cuda`` or the CPU.
     """
 
@@ -122,15 +120,10 @@ class TuneTrialSession(LoopSession):
             yield local
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        registered = None
         if checkpoint_dir is not None:
             path = self.checkpoints.save(checkpoint_dir, int(metrics["epoch"]), metrics)
-            score = metrics.get(self.checkpoints.metric)
-            if score is None or better(float(score), self.best.value, self.best.mode):
-                Path(checkpoint_dir, STATE_FILE).unlink(missing_ok=True)  # kept in the record
-                registered = ray.tune.Checkpoint.from_directory(checkpoint_dir)
             metrics = {**metrics, "checkpoint_path": path}
-        ray.tune.report(self.best.add(metrics), checkpoint=registered)
+        ray.tune.report(self.best.add(metrics))
 
     def extra_metrics(self) -> dict[str, Any]:
         return _node()

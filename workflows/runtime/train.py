@@ -61,7 +61,7 @@ def _train(
         remove_stored(f"{storage_root(out, storage, exp.name)}/train")
     dump_experiment(exp, out / "experiment.yaml", with_search=False)
     forget_failure(f"{storage_root(out, storage, exp.name)}/train")
-    connect(address, num_cpus=num_cpus)
+    connect(address, num_cpus=num_cpus, name=exp.name)
     check_feasible(exp)
     metric = exp.search.metric if exp.search else DEFAULT_METRIC
     mode = exp.search.mode if exp.search else DEFAULT_MODE
