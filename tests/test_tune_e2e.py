@@ -208,6 +208,20 @@ def test_tune_writes_consistent_results(tuned: Path) -> None:
     assert (out / "ray" / "tune").is_dir()
 
 
+def test_python_doc_reads_the_search(tuned: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """docs/python.md's ``python tuned`` blocks: trials.csv, history.csv, ResultGrid, restore."""
+    from tests.test_python_api import doc_blocks, run_blocks
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "demo").symlink_to(tuned / "results" / "tiny")
+    monkeypatch.chdir(tmp_path)
+    ns = run_blocks(doc_blocks("tuned"))
+    assert ns["name"] == "tiny" and len(ns["grid"]) == len(ns["trials"]) == 3
+    assert ns["winner"].metrics["val_mr_best"] == pytest.approx(ns["best"].best_val_mr)
+    assert ns["curve"]["val_mr"].max() == pytest.approx(ns["best"].best_val_mr)
+    assert ns["best"].trial_id in capsys.readouterr().out
+
+
 def test_export_then_train_reproduces_trial(tuned: Path) -> None:
     out = tuned / "results" / "tiny"
     proc = msa("export", "results/tiny", "--out", "again.yaml", cwd=tuned)
