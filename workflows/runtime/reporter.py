@@ -72,7 +72,9 @@ def quiet_worker() -> None:
 
 
 def quiet_driver() -> None:
-    """Without ``--verbose``: Optuna's INFO lines and transformers' bars off in this process."""
+    """Without ``--verbose``, in this process: Optuna's INFO lines, transformers' bars and Ray's
+    warning that token authentication is on (its advice is to turn it off; the dashboard line
+    says where the token is) off."""
     if is_verbose():
         return
     import optuna
@@ -80,6 +82,9 @@ def quiet_driver() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     transformers.utils.logging.disable_progress_bar()  # imported before the variable was set
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
 
 
 def abbreviate(keys: list[str], width: int = WIDTH) -> dict[str, str]:
