@@ -120,6 +120,14 @@ def test_tune_writes_consistent_results(tuned: Path) -> None:
     assert f"[msa] winner {final['winner']['label']} (search trial " in printed
     assert "[msa] report: results/tiny/final/report.md" in printed
     assert "[msa] best config: results/tiny/best_config.yaml" in printed
+    # one console style without --verbose: a line per finished trial and the best trial, no
+    # Ray table (old or new), snapshot warning, checkpoint line or Ray's TensorBoard hint
+    assert re.search(r"^\[msa\] trial tiny_\w{8} COMPLETE after 2/2 epochs", printed, re.M)
+    assert re.search(r"^\[msa\] best trial tiny_\w{8}: val_mr ", printed, re.M)
+    assert re.search(r"^\[msa\] final run baseline_seed1 COMPLETE: epoch \d", printed, re.M)
+    for noise in ("== Status ==", "Trial status:", "╭", "Experiment state snapshotting",
+                  "Checkpoint successfully created", "tensorboard --logdir /tmp/ray"):  # fmt: skip
+        assert noise not in printed, noise
     for name in (
         "experiment.yaml",
         "trials.csv",
@@ -220,6 +228,38 @@ def test_python_doc_reads_the_search(tuned: Path, tmp_path: Path, monkeypatch, c
     assert ns["winner"].metrics["val_mr_best"] == pytest.approx(ns["best"].best_val_mr)
     assert ns["curve"]["val_mr"].max() == pytest.approx(ns["best"].best_val_mr)
     assert ns["best"].trial_id in capsys.readouterr().out
+
+
+def test_study_trials_csv_and_tensorboard_tell_one_story(tuned: Path) -> None:
+    """Each trial's status, Ray id and per-epoch values are the same in optuna.db, trials.csv,
+    history.csv and TensorBoard; the final stage's runs are in TensorBoard with their test mR."""
+    from tests.test_trial_output import _events
+    from tests.test_views import _hparams
+
+    out = tuned / "results" / "tiny"
+    trials, history = read_table(out / "trials.csv"), read_table(out / "history.csv")
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert study.metric_names == ["val_mr"]
+    assert [t.user_attrs["baseline"] for t in study.trials] == [True, False, False]
+    by_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert set(by_id) == set(trials["trial_id"])
+    for row in trials.itertuples():
+        curve = history[history["trial_id"] == row.trial_id]
+        assert by_id[row.trial_id].state.name == row.status
+        assert by_id[row.trial_id].intermediate_values == pytest.approx(
+            dict(zip(curve["epoch"], curve["val_mr"], strict=True))
+        )
+        values, _ = _hparams(out / "tensorboard" / f"tiny_{row.trial_id}")
+        assert (values["status"], values["trial"]) == (row.status, row.trial_id)
+    final = json.loads((out / "final" / "metrics.json").read_text())
+    for cand in final["candidates"]:
+        for run in cand["seeds"]:
+            folder = out / "tensorboard" / "final" / f"{run['label']}_seed{run['seed']}"
+            values, _ = _hparams(folder)
+            assert (values["candidate"], values["baseline"]) == (cand["label"], cand["baseline"])
+            test_mr = [v.simple_value for e in _events(folder) for v in e.summary.value
+                       if v.tag == "test/test_mr"]  # fmt: skip
+            assert test_mr == [pytest.approx(run["test"]["mr"])]
 
 
 def test_export_then_train_reproduces_trial(tuned: Path) -> None:
