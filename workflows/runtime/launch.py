@@ -4,15 +4,17 @@ the loop in a Tune trial's own process."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from msa_model.constants import DEFAULT_METRIC, DEFAULT_MODE
 from msa_model.spec import RunSpec
 from workflows.experiment import Experiment
+from workflows.runtime.reporter import logging_level
 
 __all__ = [
     "make_trainer",
@@ -59,10 +61,13 @@ def run_worker(config: dict[str, Any]) -> None:
 
     from msa_model.training import train
     from workflows.runtime.fatal import run_once
-    from workflows.runtime.reporter import quiet_worker
     from workflows.runtime.session import TrainWorkerSession
 
-    quiet_worker()
+    # INFO lines in this worker follow --verbose, as Train's controller's do (its RunConfig's
+    # logging_config): Ray Train's, and its "Reporting training result", logged through a logger
+    # named after its file, which only the root logger's level reaches
+    for name in ("ray.train", None):
+        logging.getLogger(name).setLevel(config["log_level"])
     torch.set_num_threads(config["torch_threads"])
     # an error that would repeat (bad weights, bad data) is not trained again on Train's retry
     run_once(
@@ -127,6 +132,7 @@ def make_trainer(
             "metric": metric,
             "mode": mode,
             "run_dir": f"{storage_path.rstrip('/')}/{run_name}",
+            "log_level": logging_level(),
         },
         scaling_config=scaling_config(exp),
         run_config=RunConfig(
@@ -139,5 +145,7 @@ def make_trainer(
             ),
             failure_config=FailureConfig(max_failures=exp.train.max_failures),
             callbacks=callbacks or [],
+            # Train's INFO lines (resources, worker group, each report) only with --verbose
+            logging_config=LoggingConfig(log_level=logging.getLevelName(logging_level())),
         ),
     )

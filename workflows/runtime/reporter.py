@@ -3,7 +3,8 @@
 Ray's tables, its INFO logs and the libraries' progress bars are off unless ``--verbose``
 (``MSA_VERBOSE=1``), through Ray's and the libraries' own settings: Tune's legacy output engine
 (``RAY_AIR_NEW_OUTPUT=0``) with a :class:`TrialLines` reporter in place of its tables, the
-driver's ``ray`` logger at WARNING (``ray.init(logging_level=...)``), Optuna's verbosity, and
+driver's ``ray`` logger at WARNING (``ray.init(logging_level=...)``), Ray Train's
+(``RunConfig(logging_config=...)``), Optuna's verbosity, and
 Hugging Face's progress bars (``HF_HUB_DISABLE_PROGRESS_BARS``). ``--verbose`` brings back a
 narrow Tune table (:func:`progress_reporter`) and Ray's INFO logs.
 """
@@ -31,7 +32,6 @@ __all__ = [
     "logging_level",
     "progress_reporter",
     "quiet_driver",
-    "quiet_worker",
     "search_console",
     "TrialLines",
 ]
@@ -60,15 +60,9 @@ def console_env() -> dict[str, str]:
 
 
 def logging_level() -> int:
-    """The driver's ``ray`` logger level: INFO with ``--verbose``, else WARNING."""
+    """The driver's ``ray`` logger's and Ray Train's level: INFO with ``--verbose``, else
+    WARNING."""
     return logging.INFO if is_verbose() else logging.WARNING
-
-
-def quiet_worker() -> None:
-    """Without ``--verbose``: Ray Train's INFO lines ("Checkpoint successfully created") off in
-    this Train worker."""
-    if not is_verbose():
-        logging.getLogger("ray.train").setLevel(logging.WARNING)
 
 
 def quiet_driver() -> None:
