@@ -270,6 +270,7 @@ def run_final(
     # neither scipy nor matplotlib
     from workflows.results.report import write_report
     from workflows.results.summary import final_summary
+    from workflows.runtime.tensorboard import log_final_runs
 
     exp = exp.require_search()
     final_dir = out / "final"
@@ -313,5 +314,14 @@ def run_final(
         final=final,
         space=exp.space,
         study=(study_storage(exp, out), exp.name) if exp.search.searcher.type == "optuna" else None,
+    )
+    log_final_runs(  # one TensorBoard run per candidate and seed, beside the search's trials
+        (out / "tensorboard").resolve(),
+        [
+            {**run.to_json(), "params": cand.params, "baseline": cand.baseline}
+            for cand in final.candidates
+            for run in cand.runs
+        ],
+        exp.search.metric,
     )
     return final
