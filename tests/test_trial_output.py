@@ -14,6 +14,7 @@ from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
 from msa_model.session import LoopSession
 from msa_model.training import train
 from tests.conftest import tiny_experiment
+from workflows.cli import build_parser
 from workflows.experiment import SEARCH_SPACES, load_experiment, parse_experiment
 from workflows.results.paths import relative_to_results, resolve_in_results
 from workflows.runtime.launch import run_spec
@@ -21,6 +22,7 @@ from workflows.runtime.reporter import (
     TrialLines,
     abbreviate,
     final_console,
+    is_verbose,
     progress_reporter,
     search_console,
 )
@@ -146,7 +148,7 @@ def _finished(status: str, result: dict, config: dict, trial_id: str) -> Trial:
 def test_console_without_verbose_is_one_line_per_finished_trial_and_the_best(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("MSA_VERBOSE", raising=False)
+    monkeypatch.setenv("MSA_VERBOSE", "0")  # restored after the test (--verbose sets it)
     exp = load_experiment(SEARCH_SPACES / "demo.yaml")
     console = search_console(exp)
     reporter = console["progress_reporter"]
@@ -168,7 +170,8 @@ def test_console_without_verbose_is_one_line_per_finished_trial_and_the_best(
     assert lines[2].startswith("[msa] best trial demo_3cd: val_mr 30.00 (")
     assert len(lines) == 3
 
-    monkeypatch.setenv("MSA_VERBOSE", "1")  # --verbose: Ray's (narrow) tables
+    assert build_parser().parse_args(["tune", "x.yaml", "--verbose"]).verbose
+    assert is_verbose()  # --verbose: Ray's (narrow) tables
     assert type(search_console(exp)["progress_reporter"]).__name__ == "CLIReporter"
     assert type(final_console("val_mr")["progress_reporter"]).__name__ == "CLIReporter"
 

@@ -48,9 +48,9 @@ class Verbose(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        from workflows.runtime.reporter import VERBOSE_ENV
-
-        os.environ[VERBOSE_ENV] = "1"
+        # workflows.runtime.reporter.VERBOSE_ENV, not imported: Ray must not be imported while
+        # the arguments are parsed (it reads RAY_DEDUP_LOGS on import, set after them)
+        os.environ["MSA_VERBOSE"] = "1"
         setattr(namespace, self.dest, True)
 
 
