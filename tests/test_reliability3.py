@@ -292,6 +292,22 @@ def test_watchdog_ends_the_cluster_of_a_killed_driver_and_nothing_else() -> None
                 p.kill()
 
 
+def test_sigterm_while_ray_init_holds_it_is_an_interrupt() -> None:
+    """``ray.init`` sets SIGTERM to ``sys.exit(15)`` while it starts a cluster (seconds): a
+    SIGTERM then exits 143 with the hint too, not 15 (found by benchmarks.faults)."""
+    import signal
+
+    from workflows.signals import sigterm_as_interrupt, terminated
+
+    with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert terminated()
+    with pytest.raises(SystemExit), sigterm_as_interrupt():
+        sys.exit(15)  # a command's own exit status, SIGTERM ours: left alone
+
+
 # --- 6. the test-read ledger of msa evaluate ---------------------------------------------------
 
 

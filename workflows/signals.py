@@ -3,7 +3,9 @@
 Ray's driver turns SIGTERM into ``sys.exit`` wherever the main thread is (inside native code
 that aborts with a stack dump, exit 134). :func:`handle_sigterm` makes SIGTERM call the current
 SIGINT handler instead (Tune's: stop the trials and save the search's state; else a
-KeyboardInterrupt) and remembers it, so the command exits 143 with the resume hint.
+KeyboardInterrupt) and remembers it, so the command exits 143 with the resume hint. While
+``ray.init`` runs its own handler is in place (``sys.exit(15)``, set as it starts, taken back
+once it returns): :func:`sigterm_as_interrupt` turns that exit into the same interrupt.
 """
 
 from __future__ import annotations
@@ -43,9 +45,19 @@ def sigterm_as_interrupt() -> Iterator[None]:
     handle_sigterm()
     try:
         yield
+    except SystemExit as exc:
+        if not _by_ray_init(exc):
+            raise
+        _received.set()
+        raise KeyboardInterrupt from exc
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _by_ray_init(exc: SystemExit) -> bool:
+    """Whether ``exc`` is SIGTERM met by ``ray.init``'s handler (ours not yet taken back)."""
+    return exc.code == signal.SIGTERM and signal.getsignal(signal.SIGTERM) is not _on_sigterm
 
 
 def terminated() -> bool:

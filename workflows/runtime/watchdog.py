@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         except psutil.NoSuchProcess:
             pass
     followed = _follow(followed)
-    print(READY, flush=True)
+    try:
+        print(READY, flush=True)
+    except BrokenPipeError:  # the driver stopped waiting (a signal): follow all the same
+        pass
     while os.getppid() == driver:  # the driver's end makes someone else our parent
         time.sleep(INTERVAL_S)
         followed = _follow(followed)
