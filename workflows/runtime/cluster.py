@@ -77,8 +77,10 @@ def connect(
         # nothing drains a local node: skip the preemption watcher actor each Train run starts
         env_vars[PREEMPTION_ENV_VAR] = os.environ.setdefault(PREEMPTION_ENV_VAR, "0")
         before = watchdog.children()
-        ctx = _start_local(env_vars, num_cpus, job)
-        watchdog.guard(before)  # its processes end with this one, even a SIGKILLed one
+        try:
+            ctx = _start_local(env_vars, num_cpus, job)
+        finally:  # what an interrupted or failed ray.init started too
+            watchdog.guard(before)  # its processes end with this one, even a SIGKILLed one
     handle_sigterm()  # ray.init made SIGTERM a sys.exit anywhere in the driver
     url = dashboard_url(ctx)
     if url and not quiet:
