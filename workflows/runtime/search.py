@@ -11,7 +11,7 @@ from ray import tune
 from ray.tune import ExperimentAnalysis, ResultGrid
 
 from msa_model.config import ConfigError
-from workflows.errors import NoTrialReported, SearchInterrupted
+from workflows.errors import NoTrialReported, ResultsFolderError, SearchInterrupted
 from workflows.experiment import Experiment, SearchExperiment, dump_experiment, load_experiment
 from workflows.experiment.datasets import check_run_data
 from workflows.results.export import export_best
@@ -176,14 +176,21 @@ def _tuner(
         resources,
     )
     if resume and not more:
-        tuner = tune.Tuner.restore(
-            f"{root}/{runs[-1]}",
-            trainable=driver,
-            param_space=to_tune(exp.space),
-            resume_unfinished=True,
-            resume_errored=False,
-            restart_errored=False,
-        )
+        try:
+            tuner = tune.Tuner.restore(
+                f"{root}/{runs[-1]}",
+                trainable=driver,
+                param_space=to_tune(exp.space),
+                resume_unfinished=True,
+                resume_errored=False,
+                restart_errored=False,
+            )
+        except (AttributeError, ImportError) as exc:  # tuner.pkl names a class we no longer have
+            raise ResultsFolderError(
+                f"{out}: its Tune state was saved by another version of msa-tune and cannot be "
+                f"restored by this one ({exc}); resume it with that version, or start the "
+                f"search anew under another name"
+            ) from exc
         return tuner, runs[-1]
     name = f"{TUNE_DIR}_more{len(runs)}" if more else TUNE_DIR
     tuner = tune.Tuner(
@@ -226,11 +233,10 @@ def _tuner(
 class CollapsedStopper(tune.Stopper):
     """Tune's stop rule for ``search.stop_collapsed``: a collapsed trial that stopped improving.
 
-    The loop's collapse verdict alone is not enough: on rsicd_dev the hardest-negative triplet
-    drives the image embeddings to a mean pairwise cosine of 0.9998 (the loss at 2 x B x margin)
-    while the ranking, which only needs their order, still improves to 4.8x chance. A trial is
-    ended when it reports a collapse and its best ``metric`` has not improved for
-    ``patience`` epochs.
+    The loop's verdict (:func:`msa_model.collapse.collapse_reason`) no longer fires on a run that
+    ranks far above chance (a validated epoch above ``CHANCE_TIMES`` x chance clears it), but
+    between those epochs a collapsed-looking run can still be improving: a trial is ended only
+    when it reports a collapse and its best ``metric`` has not improved for ``patience`` epochs.
     """
 
     def __init__(self, metric: str, patience: int = 2) -> None:
