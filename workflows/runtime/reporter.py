@@ -166,7 +166,7 @@ def search_lines(exp: Experiment) -> TrialLines:
     """
     assert exp.search is not None
     metric, mode, epochs = exp.search.metric, exp.search.mode, exp.train.epochs
-    key, names = running_best_key(metric), abbreviate([d.key for d in exp.space])
+    key, names = running_best_key(metric), abbreviate([d.key for d in exp.space], width=24)
 
     def params(trial: Trial) -> str:
         return ", ".join(f"{names[k]}={_value(trial.config.get(k))}" for k in names)
