@@ -113,6 +113,11 @@ def embed_set(
     return images, texts
 
 
+def _norm(caption: str) -> str:
+    """A caption's text for comparison: lower case, single spaces, no trailing full stop."""
+    return " ".join(caption.lower().split()).rstrip(" .")
+
+
 def query_examples(
     images: torch.Tensor, texts: torch.Tensor, data: EvalSet, count: int = 3, k: int = 5
 ) -> dict[str, list[dict[str, Any]]]:
@@ -120,11 +125,18 @@ def query_examples(
 
     ``count`` images and ``count`` captions spread evenly over the split (the captions of
     other images than the image queries): ``image_to_text`` lists each image's best captions,
-    ``text_to_image`` each caption's best images, with the cosine score.
+    ``text_to_image`` each caption's best images, with the cosine score. Captions are distinct
+    by normalised text (:func:`_norm`; RSICD's images share near-identical captions): an image's
+    hits are its ``k`` best distinct texts, no two caption queries read the same, and a hit is
+    right when one of the image's captions reads as the caption.
     """
     names = [r.filename for r in data.images.records]
     scores = F.normalize(images, dim=-1) @ F.normalize(texts, dim=-1).T  # (images, captions)
     owner = data.caption_image.tolist()
+    norms = [_norm(c) for c in data.captions]
+    texts_of: dict[int, set[str]] = {}
+    for j, i in enumerate(owner):
+        texts_of.setdefault(i, set()).add(norms[j])
 
     def top(row: torch.Tensor) -> list[tuple[int, float]]:
         best = row.topk(min(k, row.numel()))
@@ -133,21 +145,37 @@ def query_examples(
             for i, v in zip(best.indices.tolist(), best.values.tolist(), strict=True)
         ]
 
+    def top_texts(row: torch.Tensor) -> list[tuple[int, float]]:
+        seen: set[str] = set()
+        hits = []
+        for j in row.argsort(descending=True).tolist():
+            if norms[j] not in seen:
+                seen.add(norms[j])
+                hits.append((j, round(float(row[j]), 4)))
+                if len(hits) == k:
+                    break
+        return hits
+
     def spread(n: int) -> list[int]:
         return torch.linspace(0, n - 1, count).round().long().unique().tolist()
 
     picks = spread(len(names))
     to_text = [
-        {"image": names[i], "hits": [{"caption": data.captions[j], "right": owner[j] == i,
-                                      "score": v} for j, v in top(scores[i])]}
+        {"image": names[i], "hits": [{"caption": data.captions[j],
+                                      "right": norms[j] in texts_of.get(i, ()), "score": v}
+                                     for j, v in top_texts(scores[i])]}
         for i in picks
     ]  # fmt: skip
     others = [j for j in range(len(owner)) if owner[j] not in picks] or list(range(len(owner)))
+    first: dict[str, int] = {}
+    for j in others:
+        first.setdefault(norms[j], j)
+    distinct = list(first.values())  # the first caption of each text
     to_image = [
         {"caption": data.captions[j], "image": names[owner[j]],
-         "hits": [{"image": names[i], "right": i == owner[j], "score": v}
+         "hits": [{"image": names[i], "right": norms[j] in texts_of.get(i, ()), "score": v}
                   for i, v in top(scores[:, j])]}
-        for j in (others[q] for q in spread(len(others)))
+        for j in (distinct[q] for q in spread(len(distinct)))
     ]  # fmt: skip
     return {"image_to_text": to_text, "text_to_image": to_image}
 

@@ -66,7 +66,8 @@ def test_schema_winner_and_paired_comparison() -> None:
     assert final["winner"]["label"] == "rank2" and final["baseline"]["label"] == "baseline"
     assert final["winner"]["val"]["mr"]["mean"] == pytest.approx(64.0)
     assert final["winner"]["val"]["i2t_r1"]["mean"] == pytest.approx(65.0)
-    assert final["checkpoint"] == "/ckpt/rank2-1" and final["params"] == {"loss.margin": 0.4}
+    # the winner's best-validation seed (rank2's val mR 63, 64, 65 for seeds 1, 2, 3)
+    assert final["checkpoint"] == "/ckpt/rank2-3" and final["params"] == {"loss.margin": 0.4}
     # paired by seed: val differences 13, 13, 10 -> mean 12, std sqrt(3), t(0.975, 2) = 4.302653
     diff = final["comparison"]["val"]["mr"]
     half = 4.302653 * 3**0.5 / 3**0.5
@@ -89,9 +90,10 @@ def test_report_and_export_read_the_winner(tmp_path: Path) -> None:
         ("t1", 0.3, 70.0), ("t2", 0.4, 69.0), ("t3", 0.6, 60.0), ("t4", 0.7, 55.0),
         ("t5", 0.5, 50.0), ("t6", 0.8, 40.0), ("t7", 0.2, 30.0), ("t8", 0.1, 20.0),
     ]  # fmt: skip
-    table = "trial_id,status,param.loss.margin,params,best_val_mr,best_epoch,epochs,time_s\n"
-    table += "".join(
-        f'{i},TERMINATED,{m},"{{""loss.margin"": {m}}}",{s},4,8,1.0\n' for i, m, s in rows
+    table = "trial_id,status,param.loss.margin,params,best_val_mr,best_epoch,epochs,time_s,"
+    table += "collapsed\n" + "".join(
+        f'{i},TERMINATED,{m},"{{""loss.margin"": {m}}}",{s},4,8,1.0,{i == "t7"}\n'
+        for i, m, s in rows
     )
     (out / "trials.csv").write_text(table)
     final = _final()
@@ -113,7 +115,7 @@ def test_report_and_export_read_the_winner(tmp_path: Path) -> None:
     assert margins == [0.4, 0.3, 0.5]  # winner, then by mean val mR
     header, body = table.split("\n", 1)  # one more trial, now the best:
     (out / "trials.csv").write_text(
-        f'{header}\nt9,TERMINATED,0.9,"{{""loss.margin"": 0.9}}",99,4,8,1\n{body}'
+        f'{header}\nt9,TERMINATED,0.9,"{{""loss.margin"": 0.9}}",99,4,8,1,False\n{body}'
     )
     (best,) = export_best(out)  # a trial added since the final stage: the search's ranking
     assert yaml.safe_load(best.read_text())["loss"]["margin"] == 0.9
@@ -140,6 +142,12 @@ def test_report_and_export_read_the_winner(tmp_path: Path) -> None:
         examples
     )
     assert '**Caption** "a farm" (of `y.png`), its best images:\n\n1. ✗ `x.png` (0.500)' in examples
+    assert "read `rank2` seed 3 (its best validation mr): `/ckpt/rank2-3`." in report
+    trials = report.split("### All trials")[1]
+    assert "| trial_id | status | loss.margin | best_val_mr | best_epoch | epochs | time_s | " \
+        "collapsed |" in trials
+    assert "| t7 | TERMINATED | 0.2 | 30 | 4 | 8 | 1 | yes |" in trials
+    assert "| t6 | TERMINATED | 0.8 | 40 | 4 | 8 | 1 |  |" in trials
     for png in ("val_curves.png", "final.png", "importances.png", "slices.png", "history.png"):
         assert (out / "final" / png).is_file(), png
 
@@ -165,3 +173,13 @@ def test_study_plot_axes_tick_integers_and_plain_log_values() -> None:
     labels = [t.get_text() for t in weight.get_xticklabels() if t.get_text()]
     assert {"0.2", "1", "5", "10"} <= set(labels)  # 1-2-5 in plain numbers, not 10^0 alone
     plt.close(fig)
+
+
+def test_checkpoint_is_the_best_validation_seed_else_the_first() -> None:
+    final = _final()
+    assert final.best_run.seed == 3 and final.checkpoint == "/ckpt/rank2-3"
+    minimise = dataclasses.replace(final, mode="min")  # the lowest val mR of rank2: seed 1
+    assert minimise.best_run.seed == 1 and minimise.checkpoint == "/ckpt/rank2-1"
+    runs = tuple(dataclasses.replace(r, val=None) for r in final.winner.runs)
+    no_val = dataclasses.replace(final, winner=dataclasses.replace(final.winner, runs=runs))
+    assert no_val.best_run.seed == 1 and no_val.checkpoint == "/ckpt/rank2-1"  # train+val

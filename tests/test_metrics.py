@@ -136,3 +136,25 @@ def test_query_examples_mark_pairs_right_and_others_wrong() -> None:
     assert got["text_to_image"][1] == {"caption": "yb", "image": "y.png", "hits": [
         {"image": "y.png", "right": True, "score": 0.8944},
         {"image": "z.png", "right": False, "score": 0.4472}]}  # fmt: skip
+
+
+def test_query_examples_show_each_caption_text_once() -> None:
+    """RSICD-like captions repeated across images: hits and caption queries distinct by text."""
+    from msa_model.data import EvalImages, ImageRecord
+    from msa_model.evaluation import EvalSet, query_examples
+
+    captions = ["a port.", "A  port", "a port", "a farm", "a port", "a town", "a port", "a farm"]
+    owner = [0, 0, 1, 1, 2, 2, 3, 3]
+    records = [ImageRecord(f"{n}.png", "test", ()) for n in "wxyz"]
+    data = EvalSet(EvalImages(records, None, None), captions, torch.tensor(owner))
+    gen = torch.Generator().manual_seed(0)
+    got = query_examples(torch.randn(4, 8, generator=gen), torch.randn(8, 8, generator=gen), data,
+                         count=2, k=3)  # fmt: skip
+    for query in got["image_to_text"]:  # images w and z
+        texts = [" ".join(h["caption"].lower().split()).rstrip(".") for h in query["hits"]]
+        assert sorted(texts) == ["a farm", "a port", "a town"]  # 3 distinct of 8 captions
+        right = {"w.png": {"a port"}, "z.png": {"a port", "a farm"}}[query["image"]]
+        assert {t for t, h in zip(texts, query["hits"], strict=True) if h["right"]} == right
+    # caption queries spread over x's and y's distinct texts (a port, a farm, a town)
+    assert [q["caption"] for q in got["text_to_image"]] == ["a port", "a town"]
+    assert all(h["right"] for h in got["text_to_image"][0]["hits"])  # every image has "a port"

@@ -8,6 +8,9 @@ histories.
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,12 +18,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from msa_model.checkpoint import read_checkpoint_meta, restore_model
 from msa_model.data import write_synthetic_dataset
 from msa_model.evaluation import evaluate_checkpoint
 from msa_model.pipeline import load_splits
-from msa_model.retrieval import load_gallery, search_images
+from msa_model.retrieval import Hit, load_gallery, search_images
 from msa_model.session import LoopSession
 from msa_model.training import train
 from tests.conftest import tiny_experiment
@@ -28,6 +32,7 @@ from workflows.cli import main
 from workflows.commands.search import cache_dir, model_tag
 from workflows.experiment import dump_experiment, load_experiment, parse_experiment
 from workflows.results.paths import relative_to_results
+from workflows.results.search_page import write_search_page
 from workflows.results.trials import TrialRecord, read_table, trials_table
 from workflows.runtime.checkpoints import RunCheckpoints
 
@@ -163,6 +168,34 @@ class _Images(HTMLParser):
             self.sources.append(dict(attrs)["src"])
 
 
+def _sources(page: str) -> list[str]:
+    parser = _Images()
+    parser.feed(page)
+    return parser.sources
+
+
+def _thumbnail(src: str) -> tuple[int, int]:
+    """The size of an inlined JPEG (``data:`` URI); fails on any other address."""
+    prefix = "data:image/jpeg;base64,"
+    assert src.startswith(prefix), src[:40]
+    return Image.open(io.BytesIO(base64.b64decode(src.removeprefix(prefix)))).size
+
+
+def test_search_page_inlines_thumbnails_and_escapes_text(tmp_path: Path) -> None:
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1000, 500), (10, 200, 30)).save(big)
+    (tmp_path / "broken.png").write_text("not an image")
+    hits = [Hit(0, "big.png", 0.5), Hit(1, "broken.png", 0.25)]
+    page = write_search_page(tmp_path / "p" / "s.html", hits, model="m<1> (/x)",
+                             query="roofs & <b>", image_folder=tmp_path,
+                             captions={"big.png": ["<script>alert(1)</script>"]})  # fmt: skip
+    text = page.read_text()
+    assert [_thumbnail(src) for src in _sources(text)] == [(256, 128)]  # the unreadable: none
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "<script>" not in text
+    assert "roofs &amp; &lt;b&gt;" in text and "m&lt;1&gt; (/x)" in text
+    assert "broken.png: not a readable image" in text
+
+
 def _search(*args: str, capsys) -> list[str]:
     assert main(["search", *args]) == 0
     return capsys.readouterr().out.strip().splitlines()
@@ -183,11 +216,16 @@ def test_search_cli_caches_the_folder_and_writes_the_page(exported: Path, tmp_pa
     assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
     page = cache_dir(exported) / "search.html"
     assert lines[-1] == f"[msa] page: {page}"
-    parser = _Images()
-    parser.feed(page.read_text())
-    shown = [(page.parent / src).resolve() for src in parser.sources]
-    assert shown == [(folder / r[2]).resolve() for r in ranked] and all(p.is_file() for p in shown)
-    assert not any(src.startswith("/") for src in parser.sources)  # relative: the page can move
+    text = page.read_text()
+    assert [_thumbnail(src) for src in _sources(text)] == [
+        Image.open(folder / r[2]).size for r in ranked  # 32 px images: not scaled up
+    ]  # every image inlined: the page can move alone
+    known = {r.filename: r.captions for split in load_splits(data).values() for r in split}
+    assert all(known[name] for _, _, name in ranked)  # the dataset lists every image
+    assert f"query: <b>{html.escape(query)}</b>" in text
+    assert f"model: <b>tiny ({exported.resolve()})</b>" in text
+    for _, _, name in ranked:  # each hit's dataset captions, where the split lists it
+        assert all(html.escape(c) in text for c in known[name])
 
     again = _search(str(exported), "--images", str(folder), "--query", query, capsys=capsys)
     assert again[0] == f"[msa] 100 images of {folder} (from the cache)"
@@ -213,10 +251,10 @@ def test_search_captions_of_an_image(exported: Path, tmp_path: Path, capsys) -> 
     assert lines[0] == f"[msa] 20 captions of {captions}"
     hits = [line.split(maxsplit=2)[2] for line in lines[1:6]]
     assert len(hits) == 5 and set(hits) <= {c for r in test[:4] for c in r.captions}
-    parser = _Images()
-    parser.feed(page.read_text())
-    assert [(page.parent / s).resolve() for s in parser.sources] == [image.resolve()]
-    assert all(h in page.read_text() for h in hits)
+    text = page.read_text()
+    assert [_thumbnail(src) for src in _sources(text)] == [Image.open(image).size]
+    assert all(html.escape(h) in text for h in hits)
+    assert all(html.escape(c) in text for c in test[0].captions)  # the query image's own
 
 
 def test_search_refuses_half_a_query(exported: Path, capsys) -> None:

@@ -39,7 +39,7 @@ def test_metrics_json_round_trips(tmp_path: Path) -> None:
     assert set(data["comparison"]) == {"winner", "baseline", "val", "test"}
     assert data["comparison"]["val"]["seeds"] == [1, 2, 3]
     assert data["gallery"]["val"]["images"] == 100
-    assert (data["trial_id"], data["checkpoint"]) == ("t2", "/ckpt/rank2-1")  # the winner's
+    assert (data["trial_id"], data["checkpoint"]) == ("t2", "/ckpt/rank2-3")  # the winner's
     assert data["winner"] == next(c for c in data["candidates"] if c["label"] == "rank2")
 
 

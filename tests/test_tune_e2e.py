@@ -287,8 +287,9 @@ def test_evaluate_cli_matches_final_stage(tuned: Path) -> None:
     proc = msa("evaluate", "results/tiny", "--split", "test", "--reread-test", cwd=tuned)
     assert proc.returncode == 0, proc.stderr[-2000:]
     final = json.loads((tuned / "results" / "tiny" / "final" / "metrics.json").read_text())
-    tested = final["winner"]["seeds"][0]  # the checkpoint `msa evaluate RESULTS` reads
-    assert tested["checkpoint"] == final["checkpoint"]
+    runs = final["winner"]["seeds"]  # `msa evaluate RESULTS` reads the best-validation seed's
+    tested = next(r for r in runs if r["checkpoint"] == final["checkpoint"])
+    assert tested["val"]["mr"] == max(r["val"]["mr"] for r in runs)
     printed = dict(line.split() for line in proc.stdout.strip().splitlines())
     for key in KEYS:
         assert float(printed[key]) == pytest.approx(tested["test"][key], abs=0.01)

@@ -31,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         action="store_true",
         help="the weights instead (safetensors + experiment.yaml + tokenizer), for msa evaluate "
-        "and msa search: the winner's, or --trial's best checkpoint",
+        "and msa search: the final winner's best-validation seed (its first on train+val), "
+        "or --trial's best checkpoint",
     )
     p.add_argument(
         "--out",
@@ -68,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
         if args.top != 1:
             raise ConfigError("--model exports one model: the winner's, or --trial ID's")
         out = None if args.out is None else Path(args.out)
-        print(export_model(args.results_dir, out, args.trial))
+        path, source = export_model(args.results_dir, out, args.trial)
+        print(path)
+        if "seed" in source:
+            print(f"the winner {source['candidate']}, seed {source['seed']}: {source['picked']}")
         return 0
     if args.trial is not None:
         out = output_path(args.out, f"trial_{args.trial}.yaml")

@@ -6,8 +6,12 @@ import argparse
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workflows.commands.options import positive_int
+
+if TYPE_CHECKING:
+    from msa_model.config import DataConfig
 
 __all__ = ["HELP", "DESCRIPTION", "add_arguments", "run", "cache_dir", "model_tag"]
 
@@ -16,7 +20,8 @@ DESCRIPTION = (
     "msa search MODEL --images DIR --query TEXT: the images of DIR that best match the "
     "sentence. msa search MODEL --image FILE --captions FILE: the captions (one per line) that "
     "best match the image. The folder is embedded once and cached next to the model (embedded "
-    "again when its files change); the results are printed and written as an HTML page."
+    "again when its files change); the results are printed and written as one self-contained "
+    "HTML page (the query, the model, thumbnails inlined, the dataset's captions of each image)."
 )
 
 
@@ -86,6 +91,20 @@ def _read_captions(path: Path) -> list[str]:
     return captions
 
 
+def known_captions(data: DataConfig) -> dict[str, tuple[str, ...]]:
+    """The dataset's captions by image filename (and by base name where it is unique); empty
+    when the dataset file is not on this machine or does not read."""
+    from msa_model.data import DatasetError, read_karpathy
+
+    try:
+        records = read_karpathy(data.json)
+    except (OSError, DatasetError, ValueError):
+        return {}
+    names = [Path(r.filename).name for r in records]
+    by_name = {n: r.captions for n, r in zip(names, records, strict=True) if names.count(n) == 1}
+    return {**by_name, **{r.filename: r.captions for r in records}}
+
+
 def _check(args: argparse.Namespace) -> None:
     from msa_model.config import ConfigError
 
@@ -120,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
     with weights_must_fit(model_dir):
         model, meta = restore_model(model_dir, device)
     data = from_dict(DataConfig, meta["experiment"]["data"], "data")
+    shown = f"{meta['experiment'].get('name', model_dir.name)} ({model_dir})"
+    if "seed" in (source := meta.get("source") or {}):  # msa export --model of a final stage
+        shown += f", the final winner {source.get('candidate')} seed {source['seed']}"
+    known = known_captions(data)
     batch = int(meta["experiment"].get("train", {}).get("eval_batch_size", 256))
     cache = cache_dir(model_dir)
     page = args.html or cache / "search.html"
@@ -132,12 +155,14 @@ def run(args: argparse.Namespace) -> int:
         how = "from the cache" if gallery.cached else "embedded now"
         print(f"[msa] {len(gallery.names)} images of {args.images} ({how})")
         hits = search_images(model, gallery, args.query, args.top, device)
-        write_search_page(page, hits, query=args.query, image_folder=folder)
+        write_search_page(
+            page, hits, model=shown, query=args.query, image_folder=folder, captions=known
+        )
     else:
         captions = _read_captions(args.captions)
         hits = search_captions(model, data, args.image, captions, args.top, device, batch)
         print(f"[msa] {len(captions)} captions of {args.captions}")
-        write_search_page(page, hits, query_image=args.image)
+        write_search_page(page, hits, model=shown, query_image=args.image, captions=known)
     for rank, hit in enumerate(hits, start=1):
         print(f"{rank:3d}  {hit.score:7.4f}  {hit.item}")
     print(f"[msa] page: {page}")

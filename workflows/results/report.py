@@ -224,6 +224,23 @@ def _runs_table(final: FinalSummary) -> str:
     return markdown_table(pd.DataFrame(rows))
 
 
+def _exported_line(final: FinalSummary) -> list[str]:
+    """Which run ``msa evaluate RESULTS_DIR`` and ``msa export --model`` read."""
+    run = final.best_run
+    if run is None:
+        return []
+    why = (
+        f"its best validation {final.key}"
+        if run.val
+        else "its first seed: trained on train+val, no validation to pick by"
+    )
+    return [
+        f"`msa evaluate` and `msa export --model` read `{final.winner.label}` seed {run.seed} "
+        f"({why}): `{run.checkpoint}`.",
+        "",
+    ]
+
+
 def _gallery_line(final: FinalSummary) -> str:
     key = final.key
     parts = [
@@ -262,6 +279,11 @@ def _example_lines(winner: CandidateResult) -> list[str]:
                          for n, h in enumerate(query["hits"], 1)]  # fmt: skip
         lines.append("")
     return lines
+
+
+def _collapsed_cell(value: Any) -> str:
+    """``yes`` for a trial the collapse verdict flagged (True or ``"True"`` as read back)."""
+    return "yes" if value is True or str(value) == "True" else ""
 
 
 def write_report(
@@ -330,6 +352,7 @@ def write_report(
         "",
         _runs_table(final),
         "",
+        *_exported_line(final),
         *_example_lines(winner),
         "## The search",
         "",
@@ -342,11 +365,16 @@ def write_report(
         drawn = not caption.startswith("not drawn")
         lines += [f"![{caption}]({file})" if drawn else f"`{file}` {caption}", ""]
     shown = ["trial_id", "status", *[f"param.{k}" for k in searched]]
-    shown += [f"best_{metric}", "best_epoch", "epochs", "time_s"]
+    shown += [f"best_{metric}", "best_epoch", "epochs", "time_s", "collapsed"]
     trials = table[[c for c in shown if c in table]].rename(
         columns=lambda c: c.removeprefix("param.")
     )
-    lines += ["### All trials", "", markdown_table(trials), ""]
+    if "collapsed" in trials:  # the loop's verdict in any epoch (msa_model.collapse)
+        trials = trials.assign(collapsed=trials["collapsed"].map(_collapsed_cell))
+    lines += ["### All trials", ""]
+    if "collapsed" in trials:
+        lines += ["collapsed: the loop's collapse verdict fired in some epoch.", ""]
+    lines += [markdown_table(trials), ""]
     if not failed.empty:
         lines += ["### Failed trials", ""]
         lines += [f"- `{r.trial_id}`: {r.error}" for r in failed.itertuples()]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from msa_model.constants import score_key
 from workflows.errors import ResultsFolderError
 
 __all__ = [
@@ -328,8 +329,8 @@ class FinalSummary:
     """``final/metrics.json``: every candidate retrained over seeds, the winner (the best mean
     validation score), the baseline and their paired comparison.
 
-    The file's top-level ``trial_id``, ``params`` and ``checkpoint`` are the winner's (its first
-    run's checkpoint): what ``msa evaluate RESULTS_DIR`` and ``msa export`` read.
+    The file's top-level ``trial_id``, ``params`` and ``checkpoint`` are the winner's (the
+    checkpoint of :attr:`best_run`): what ``msa evaluate RESULTS_DIR`` and ``msa export`` read.
     """
 
     metric: str  # the search metric (val_*)
@@ -358,8 +359,17 @@ class FinalSummary:
         return self.winner.params
 
     @property
+    def best_run(self) -> FinalRun | None:
+        """The winner's run with the best validation score (ties: the earlier seed); its first
+        run when trained on train+val (no validation); None without runs."""
+        runs = self.winner.runs
+        if not any(r.val for r in runs):
+            return runs[0] if runs else None
+        return max(reversed(runs), key=lambda r: score_key((r.val or {}).get(self.key), self.mode))
+
+    @property
     def checkpoint(self) -> str | None:
-        return self.winner.runs[0].checkpoint if self.winner.runs else None
+        return None if self.best_run is None else self.best_run.checkpoint
 
     def to_json(self) -> dict[str, Any]:
         return {
