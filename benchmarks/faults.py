@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the rows and summary as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
     args = parser.parse_args(argv)
+    # each driver takes SIGINT as a terminal's Ctrl-C, even when this runs as a background job
+    # (started with SIGINT ignored, which exec passes on: a Ctrl-C before Tune's handler is lost)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rng = random.Random(args.seed)
     base = Path(tempfile.mkdtemp(prefix="msa-faults-"))
     config = write_config(base)
