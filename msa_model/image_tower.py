@@ -7,7 +7,10 @@ one code path (NHWC outputs are permuted to NCHW).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 
 import timm
 import torch
@@ -44,6 +47,20 @@ def select_stages(reductions: list[int], cfg: ImageTowerConfig) -> list[int]:
     return candidates[len(candidates) - cfg.num_scales :]
 
 
+@contextlib.contextmanager
+def _level(logger: logging.Logger | None, level: int) -> Iterator[None]:
+    """Within: ``logger`` (if any) logs only from ``level`` up."""
+    if logger is None:
+        yield
+        return
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 def _create_backbone(cfg: ImageTowerConfig) -> nn.Module:
     kwargs = dict(cfg.backbone_kwargs)
     pretrained = cfg.pretrained or cfg.weights_file is not None
@@ -52,10 +69,14 @@ def _create_backbone(cfg: ImageTowerConfig) -> nn.Module:
             cfg.weights_file, cfg.backbone, cfg.weights_remap, cfg.backbone_kwargs
         )
         kwargs["pretrained_cfg_overlay"] = {"state_dict": state_dict}
+    # with a weights file, check_loaded checks every backbone tensor was in it: timm's warning
+    # that the file also holds the classifier a features-only backbone drops is not news
+    quiet = logging.getLogger("timm.models._builder") if cfg.weights_file is not None else None
     try:
-        backbone = timm.create_model(
-            cfg.backbone, pretrained=pretrained, features_only=True, **kwargs
-        )
+        with _level(quiet, logging.ERROR):
+            backbone = timm.create_model(
+                cfg.backbone, pretrained=pretrained, features_only=True, **kwargs
+            )
         if cfg.weights_file is not None:
             check_loaded(backbone, state_dict, source)
         return backbone
