@@ -9,6 +9,7 @@ histories.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import shutil
@@ -21,6 +22,7 @@ import torch
 from PIL import Image
 
 from msa_model.checkpoint import read_checkpoint_meta, restore_model
+from msa_model.constants import METRIC_KEYS
 from msa_model.data import write_synthetic_dataset
 from msa_model.evaluation import evaluate_checkpoint
 from msa_model.pipeline import load_splits
@@ -31,8 +33,11 @@ from tests.conftest import tiny_experiment
 from workflows.cli import main
 from workflows.commands.search import cache_dir, model_tag
 from workflows.experiment import dump_experiment, load_experiment, parse_experiment
+from workflows.results.locate import resolve_checkpoint
 from workflows.results.paths import relative_to_results
+from workflows.results.schema import Candidate, FinalRun, write_final
 from workflows.results.search_page import write_search_page
+from workflows.results.summary import final_summary
 from workflows.results.trials import TrialRecord, read_table, trials_table
 from workflows.runtime.checkpoints import RunCheckpoints
 
@@ -260,3 +265,40 @@ def test_search_captions_of_an_image(exported: Path, tmp_path: Path, capsys) -> 
 def test_search_refuses_half_a_query(exported: Path, capsys) -> None:
     assert main(["search", str(exported), "--query", "a roof"]) == 2
     assert "give either --images DIR --query TEXT or --image FILE" in capsys.readouterr().err
+
+
+def test_export_model_is_the_winners_best_validation_seed(searched: Path, tmp_path: Path, capsys):
+    """A final stage whose winner's seed 2 validated best: --model and evaluate read seed 2."""
+    out = tmp_path / "tiny"
+    shutil.copytree(searched, out)
+    rows = read_table(out / "trials.csv")
+    ckpts = list(rows["best_checkpoint"])  # two real checkpoints stand for seeds 1 and 2
+    metrics = dict.fromkeys(METRIC_KEYS, 1.0)
+    runs = [
+        FinalRun("rank1", seed, f"r{seed}", ckpt, 2, {**metrics, "mr": mr}, metrics)
+        for seed, ckpt, mr in ((1, ckpts[0], 10.0), (2, ckpts[1], 20.0))
+    ]
+    cand = Candidate("rank1", 1, True, rows["trial_id"][0], 5.0, {"optim.lr": 1e-3})
+    final = final_summary([cand], runs, metric="val_mr", mode="max", epochs=2, seeds=[1, 2],
+                          retrained=False, gallery={}, search_trials=2)  # fmt: skip
+    (out / "final").mkdir()
+    write_final(out / "final" / "metrics.json", final)
+    assert main(["export", str(out), "--model"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed == [
+        str(out / "model"),
+        "the winner rank1, seed 2: the best validation mr (20.00) of seeds [1, 2]",
+    ]
+    source = read_checkpoint_meta(out / "model")["source"]
+    assert (source["seed"], source["checkpoint"]) == (2, ckpts[1])
+    assert resolve_checkpoint(out) == out / ckpts[1]  # what msa evaluate RESULTS_DIR reads
+    runs = [dataclasses.replace(r, val=None) for r in runs]  # trained on train+val
+    winner = dataclasses.replace(final.winner, runs=tuple(runs), val=None)
+    final = dataclasses.replace(final, winner=winner, candidates=(winner,))
+    write_final(out / "final" / "metrics.json", final)
+    assert main(["export", str(out), "--model"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[1] == (
+        "the winner rank1, seed 1: the first of seeds [1, 2]: trained on train+val, no "
+        "validation to pick by"
+    )
+    assert read_checkpoint_meta(out / "model")["source"]["checkpoint"] == ckpts[0]
