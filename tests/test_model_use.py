@@ -281,7 +281,7 @@ def test_export_model_is_the_winners_best_validation_seed(searched: Path, tmp_pa
     cand = Candidate("rank1", 1, True, rows["trial_id"][0], 5.0, {"optim.lr": 1e-3})
     final = final_summary([cand], runs, metric="val_mr", mode="max", epochs=2, seeds=[1, 2],
                           retrained=False, gallery={}, search_trials=2)  # fmt: skip
-    (out / "final").mkdir()
+    (out / "final").mkdir(exist_ok=True)  # msa evaluate above left its test-read ledger
     write_final(out / "final" / "metrics.json", final)
     assert main(["export", str(out), "--model"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
