@@ -32,11 +32,17 @@ __all__ = ["bench", "main"]
 def bench(cfg: DataConfig, batch_size: int, epochs: int) -> list[float]:
     """Samples per second of each epoch over the training split of ``cfg``."""
     records = make_splits(read_karpathy(cfg.json), cfg.val_fraction, cfg.split_seed)["train"]
-    data = TrainPairs(records, ImageStore.from_config(cfg), build_transform(cfg, train=True),
-                      cfg.sampling, seed=0)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True, collate_fn=collate,
-                        num_workers=cfg.loader_workers,
-                        persistent_workers=cfg.loader_workers > 0)
+    data = TrainPairs(
+        records, ImageStore.from_config(cfg), build_transform(cfg, train=True), cfg.sampling, seed=0
+    )
+    loader = DataLoader(
+        data,
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=collate,
+        num_workers=cfg.loader_workers,
+        persistent_workers=cfg.loader_workers > 0,
+    )
     rates = []
     for epoch in range(epochs):
         data.set_epoch(epoch)
@@ -63,17 +69,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.json is None:
             start = time.perf_counter()
             json_path = write_synthetic_dataset(tmp, args.num_images, args.image_size)
-            print(f"synthetic dataset: {args.num_images} images in "
-                  f"{time.perf_counter() - start:.1f} s")
+            print(
+                f"synthetic dataset: {args.num_images} images in "
+                f"{time.perf_counter() - start:.1f} s"
+            )
             image_dir = Path(tmp) / "images"
         else:
             json_path, image_dir = Path(args.json), Path(args.images or Path(args.json).parent)
         print(f"{'cache':<6} {'workers':>7}  samples/s per epoch")
         for cache in (False, True):
             for workers in args.workers:
-                cfg = DataConfig(json=str(json_path), images=str(image_dir),
-                                 image_size=args.image_size, cache_images=cache,
-                                 loader_workers=workers)
+                cfg = DataConfig(
+                    json=str(json_path),
+                    images=str(image_dir),
+                    image_size=args.image_size,
+                    cache_images=cache,
+                    loader_workers=workers,
+                )
                 rates = bench(cfg, args.batch_size, args.epochs)
                 print(f"{str(cache):<6} {workers:>7}  " + "  ".join(f"{r:8.0f}" for r in rates))
     return 0

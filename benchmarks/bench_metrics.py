@@ -40,8 +40,9 @@ def _data(n_images: int, captions_per_image: int, dim: int, seed: int = 0):
     return images, texts, caption_image
 
 
-def loop_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor,
-                 caption_image: torch.Tensor) -> dict[str, float]:
+def loop_metrics(
+    image_embeds: torch.Tensor, text_embeds: torch.Tensor, caption_image: torch.Tensor
+) -> dict[str, float]:
     """Per-query argsort baseline (numpy), in the style of the usual RSITR evaluation code."""
     ims = torch.nn.functional.normalize(image_embeds.float(), dim=-1).numpy()
     caps = torch.nn.functional.normalize(text_embeds.float(), dim=-1).numpy()
@@ -73,8 +74,9 @@ def _time(fn, repeats: int) -> tuple[float, Any]:
     return best, result
 
 
-def compare(n_images: int = 1000, captions_per_image: int = 5, dim: int = 256,
-            repeats: int = 3) -> dict[str, Any]:
+def compare(
+    n_images: int = 1000, captions_per_image: int = 5, dim: int = 256, repeats: int = 3
+) -> dict[str, Any]:
     """Fast vs loop at one size; times are the best of ``repeats`` (the loop runs once).
 
     ``two_gemms_s`` times the two full similarity products alone: the floor of the fast path,
@@ -85,9 +87,16 @@ def compare(n_images: int = 1000, captions_per_image: int = 5, dim: int = 256,
     loop_s, slow = _time(lambda: loop_metrics(images, texts, owner), 1)
     gemm_s, _ = _time(lambda: (images @ texts.T, texts @ images.T), repeats)
     return {
-        "case": "compare", "images": n_images, "captions": owner.numel(), "dim": dim,
-        "fast_s": fast_s, "loop_s": loop_s, "speedup": loop_s / fast_s, "two_gemms_s": gemm_s,
-        "max_recall_diff": max(abs(fast[k] - slow[k]) for k in fast), "mr": fast["mr"],
+        "case": "compare",
+        "images": n_images,
+        "captions": owner.numel(),
+        "dim": dim,
+        "fast_s": fast_s,
+        "loop_s": loop_s,
+        "speedup": loop_s / fast_s,
+        "two_gemms_s": gemm_s,
+        "max_recall_diff": max(abs(fast[k] - slow[k]) for k in fast),
+        "mr": fast["mr"],
     }
 
 
@@ -98,44 +107,78 @@ def _large_worker(n_images: int, captions_per_image: int, dim: int, chunk_size: 
     result = retrieval_metrics(images, texts, owner, chunk_size=chunk_size)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds,
-                      "peak_rss_mib": peak_kib / 1024, "rss_before_mib": rss_before_kib / 1024,
-                      "mr": result["mr"]}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "peak_rss_mib": peak_kib / 1024,
+                "rss_before_mib": rss_before_kib / 1024,
+                "mr": result["mr"],
+            }
+        )
+    )
 
 
-def large(n_images: int = 50_000, captions_per_image: int = 5, dim: int = 256,
-          chunk_size: int = 1024) -> dict[str, Any]:
+def large(
+    n_images: int = 50_000, captions_per_image: int = 5, dim: int = 256, chunk_size: int = 1024
+) -> dict[str, Any]:
     """Fast path alone in a fresh subprocess: wall time and peak RSS."""
-    cmd = [sys.executable, "-m", "benchmarks.bench_metrics", "--worker", str(n_images),
-           str(captions_per_image), str(dim), str(chunk_size)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_metrics",
+        "--worker",
+        str(n_images),
+        str(captions_per_image),
+        str(dim),
+        str(chunk_size),
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     measured = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"case": "large", "images": n_images, "captions": n_images * captions_per_image,
-            "dim": dim, "chunk_size": chunk_size, "threads": torch.get_num_threads(),
-            **measured}
+    return {
+        "case": "large",
+        "images": n_images,
+        "captions": n_images * captions_per_image,
+        "dim": dim,
+        "chunk_size": chunk_size,
+        "threads": torch.get_num_threads(),
+        **measured,
+    }
 
 
-def run(compare_images: int = 1000, large_images: int = 50_000, captions_per_image: int = 5,
-        dim: int = 256, repeats: int = 3) -> list[dict[str, Any]]:
+def run(
+    compare_images: int = 1000,
+    large_images: int = 50_000,
+    captions_per_image: int = 5,
+    dim: int = 256,
+    repeats: int = 3,
+) -> list[dict[str, Any]]:
     """Both measurements as JSON-serialisable rows."""
-    return [compare(compare_images, captions_per_image, dim, repeats),
-            large(large_images, captions_per_image, dim)]
+    return [
+        compare(compare_images, captions_per_image, dim, repeats),
+        large(large_images, captions_per_image, dim),
+    ]
 
 
 def _print(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row["case"] == "compare":
-            print(f"{row['images']:>7} x {row['captions']:>7} d={row['dim']}: "
-                  f"fast {row['fast_s']:.4f} s (its two GEMMs alone {row['two_gemms_s']:.4f} s)"
-                  f" | per-query loop {row['loop_s']:.3f} s | "
-                  f"speed-up {row['speedup']:.1f}x | max recall diff "
-                  f"{row['max_recall_diff']:.2g} | mR {row['mr']:.2f}")
+            print(
+                f"{row['images']:>7} x {row['captions']:>7} d={row['dim']}: "
+                f"fast {row['fast_s']:.4f} s (its two GEMMs alone {row['two_gemms_s']:.4f} s)"
+                f" | per-query loop {row['loop_s']:.3f} s | "
+                f"speed-up {row['speedup']:.1f}x | max recall diff "
+                f"{row['max_recall_diff']:.2g} | mR {row['mr']:.2f}"
+            )
         else:
-            print(f"{row['images']:>7} x {row['captions']:>7} d={row['dim']}: "
-                  f"fast {row['seconds']:.1f} s ({row['cpu_seconds']:.0f} CPU s) | "
-                  f"peak RSS {row['peak_rss_mib']:.0f} MiB "
-                  f"(before the call {row['rss_before_mib']:.0f} MiB) | chunk "
-                  f"{row['chunk_size']} | {row['threads']} threads | mR {row['mr']:.2f}")
+            print(
+                f"{row['images']:>7} x {row['captions']:>7} d={row['dim']}: "
+                f"fast {row['seconds']:.1f} s ({row['cpu_seconds']:.0f} CPU s) | "
+                f"peak RSS {row['peak_rss_mib']:.0f} MiB "
+                f"(before the call {row['rss_before_mib']:.0f} MiB) | chunk "
+                f"{row['chunk_size']} | {row['threads']} threads | mR {row['mr']:.2f}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

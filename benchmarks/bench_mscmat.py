@@ -28,8 +28,16 @@ from msa_model.mscmat import MSCMAT, mscmat_reference
 __all__ = ["run"]
 
 
-def _worker(method: str, batch: int, length: int, dim: int, heads: int, scales: int,
-            repeats: int, warmup: int) -> dict[str, Any]:
+def _worker(
+    method: str,
+    batch: int,
+    length: int,
+    dim: int,
+    heads: int,
+    scales: int,
+    repeats: int,
+    warmup: int,
+) -> dict[str, Any]:
     torch.manual_seed(0)
     module = MSCMAT(dim, scales, heads).train()
     image = torch.randn(scales, batch, dim, requires_grad=True)
@@ -48,21 +56,46 @@ def _worker(method: str, batch: int, length: int, dim: int, heads: int, scales: 
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"time_s": min(times), "times_s": times, "cpu_s": min(cpu_times),
-            "peak_rss_growth_mib": (peak_kib - setup_kib) / 1024, "setup_rss_mib": setup_kib / 1024}
+    return {
+        "time_s": min(times),
+        "times_s": times,
+        "cpu_s": min(cpu_times),
+        "peak_rss_growth_mib": (peak_kib - setup_kib) / 1024,
+        "setup_rss_mib": setup_kib / 1024,
+    }
 
 
-def _case(method: str, batch: int, length: int, dim: int, heads: int, scales: int,
-          repeats: int, warmup: int) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "benchmarks.bench_mscmat", "--worker", method,
-           *(str(v) for v in (batch, length, dim, heads, scales, repeats, warmup))]
+def _case(
+    method: str,
+    batch: int,
+    length: int,
+    dim: int,
+    heads: int,
+    scales: int,
+    repeats: int,
+    warmup: int,
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_mscmat",
+        "--worker",
+        method,
+        *(str(v) for v in (batch, length, dim, heads, scales, repeats, warmup)),
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(batch_sizes: tuple[int, ...] = (16, 32, 64), length: int = 30, dim: int = 768,
-        heads: int = 12, scales: int = 4, repeats: int = 5,
-        reference_repeats: int = 1) -> list[dict[str, Any]]:
+def run(
+    batch_sizes: tuple[int, ...] = (16, 32, 64),
+    length: int = 30,
+    dim: int = 768,
+    heads: int = 12,
+    scales: int = 4,
+    repeats: int = 5,
+    reference_repeats: int = 1,
+) -> list[dict[str, Any]]:
     """Time forward + backward of both paths at each batch size (B images x B captions).
 
     Returns:
@@ -74,31 +107,45 @@ def run(batch_sizes: tuple[int, ...] = (16, 32, 64), length: int = 30, dim: int 
         shape = (batch, length, dim, heads, scales)
         fast = _case("fast", *shape, repeats=repeats, warmup=1)
         ref = _case("reference", *shape, repeats=reference_repeats, warmup=0)
-        rows.append({
-            "batch": batch, "length": length, "dim": dim, "heads": heads, "scales": scales,
-            "threads": torch.get_num_threads(),
-            "fast_s": fast["time_s"], "reference_s": ref["time_s"],
-            "speedup": ref["time_s"] / fast["time_s"],
-            "fast_cpu_s": fast["cpu_s"], "reference_cpu_s": ref["cpu_s"],
-            "fast_peak_rss_growth_mib": fast["peak_rss_growth_mib"],
-            "reference_peak_rss_growth_mib": ref["peak_rss_growth_mib"],
-        })
+        rows.append(
+            {
+                "batch": batch,
+                "length": length,
+                "dim": dim,
+                "heads": heads,
+                "scales": scales,
+                "threads": torch.get_num_threads(),
+                "fast_s": fast["time_s"],
+                "reference_s": ref["time_s"],
+                "speedup": ref["time_s"] / fast["time_s"],
+                "fast_cpu_s": fast["cpu_s"],
+                "reference_cpu_s": ref["cpu_s"],
+                "fast_peak_rss_growth_mib": fast["peak_rss_growth_mib"],
+                "reference_peak_rss_growth_mib": ref["peak_rss_growth_mib"],
+            }
+        )
     return rows
 
 
 def _print(rows: list[dict[str, Any]]) -> None:
-    print(f"MSCMAT forward+backward, L={rows[0]['length']} d={rows[0]['dim']} "
-          f"heads={rows[0]['heads']} S={rows[0]['scales']}, {rows[0]['threads']} CPU threads; "
-          "wall / process CPU seconds, best run")
-    print(f"{'B':>4} | {'fast s (cpu)':>14} | {'reference s (cpu)':>18} | {'speed-up (cpu)':>15} | "
-          f"{'fast +RSS MiB':>13} | {'ref +RSS MiB':>12}")
+    print(
+        f"MSCMAT forward+backward, L={rows[0]['length']} d={rows[0]['dim']} "
+        f"heads={rows[0]['heads']} S={rows[0]['scales']}, {rows[0]['threads']} CPU threads; "
+        "wall / process CPU seconds, best run"
+    )
+    print(
+        f"{'B':>4} | {'fast s (cpu)':>14} | {'reference s (cpu)':>18} | {'speed-up (cpu)':>15} | "
+        f"{'fast +RSS MiB':>13} | {'ref +RSS MiB':>12}"
+    )
     for r in rows:
         cpu_ratio = r["reference_cpu_s"] / r["fast_cpu_s"]
-        print(f"{r['batch']:>4} | {r['fast_s']:>6.3f} ({r['fast_cpu_s']:>5.2f}) | "
-              f"{r['reference_s']:>8.2f} ({r['reference_cpu_s']:>6.2f}) | "
-              f"{r['speedup']:>5.1f}x ({cpu_ratio:>5.1f}x) | "
-              f"{r['fast_peak_rss_growth_mib']:>13.0f} | "
-              f"{r['reference_peak_rss_growth_mib']:>12.0f}")
+        print(
+            f"{r['batch']:>4} | {r['fast_s']:>6.3f} ({r['fast_cpu_s']:>5.2f}) | "
+            f"{r['reference_s']:>8.2f} ({r['reference_cpu_s']:>6.2f}) | "
+            f"{r['speedup']:>5.1f}x ({cpu_ratio:>5.1f}x) | "
+            f"{r['fast_peak_rss_growth_mib']:>13.0f} | "
+            f"{r['reference_peak_rss_growth_mib']:>12.0f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

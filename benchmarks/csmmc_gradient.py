@@ -24,9 +24,13 @@ from workflows.experiment import SEARCH_SPACES
 
 FORMS = {
     "ours (teacher_student, per_distribution_mean)": {
-        "direction": "teacher_student", "reduction": "per_distribution_mean"},
+        "direction": "teacher_student",
+        "reduction": "per_distribution_mean",
+    },
     "authors (student_teacher, elementwise_mean)": {
-        "direction": "student_teacher", "reduction": "elementwise_mean"},
+        "direction": "student_teacher",
+        "reduction": "elementwise_mean",
+    },
 }
 
 
@@ -60,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             ratios[name].append(float(csmmc / mscma))
     for name, values in ratios.items():
         ordered = sorted(values)
-        print(f"{name}: |grad 10 CSMMC| / |grad 15 MSCMA| median {ordered[len(ordered) // 2]:.2e} "
-              f"(min {ordered[0]:.2e}, max {ordered[-1]:.2e}, {len(values)} batches)")
+        print(
+            f"{name}: |grad 10 CSMMC| / |grad 15 MSCMA| median {ordered[len(ordered) // 2]:.2e} "
+            f"(min {ordered[0]:.2e}, max {ordered[-1]:.2e}, {len(values)} batches)"
+        )
     return 0
 
 

@@ -46,9 +46,11 @@ __all__ = ["ARMS", "load_batches", "build_arms", "time_arms", "parts", "run", "m
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "search_spaces" / "rsicd_lite.yaml"
 ARMS = ("off_before", "on_before", "off", "on")
-WORDS = ("many buildings green trees are around a playground parking lot with cars some white "
-         "storage tanks near the river bridge over dense residential area airport runway planes "
-         "baseball field pond church square farmland beside road port ships viaduct").split()
+WORDS = (
+    "many buildings green trees are around a playground parking lot with cars some white "
+    "storage tanks near the river bridge over dense residential area airport runway planes "
+    "baseball field pond church square farmland beside road port ships viaduct"
+).split()
 
 
 def _preset() -> dict[str, Any]:
@@ -62,16 +64,19 @@ def _synthetic_batches(steps: int, batch: int, size: int, seed: int = 0) -> list
     out = []
     for step in range(steps):
         captions = [" ".join(rng.choices(WORDS, k=rng.randint(8, 20))) for _ in range(batch)]
-        out.append({
-            "images": torch.randn(batch, 3, size, size, generator=gen),
-            "image_ids": torch.arange(step * batch, (step + 1) * batch),
-            "captions": captions,
-        })
+        out.append(
+            {
+                "images": torch.randn(batch, 3, size, size, generator=gen),
+                "image_ids": torch.arange(step * batch, (step + 1) * batch),
+                "captions": captions,
+            }
+        )
     return out
 
 
-def load_batches(preset: dict[str, Any], steps: int | None, synthetic: bool
-                 ) -> tuple[list[dict], list, dict[str, Any]]:
+def load_batches(
+    preset: dict[str, Any], steps: int | None, synthetic: bool
+) -> tuple[list[dict], list, dict[str, Any]]:
     """Batches of one training epoch (epoch 1's order), the train records and a description."""
     batch = preset["train"]["batch_size"]
     size = preset["data"]["image_size"]
@@ -82,8 +87,11 @@ def load_batches(preset: dict[str, Any], steps: int | None, synthetic: bool
     from msa_model.data import ImageStore
     from msa_model.pipeline import load_splits, train_loader
 
-    cfg = from_dict(DataConfig, {**preset["data"], "json": str(data_json),
-                                 "images": str(ROOT / preset["data"]["images"])}, "data")
+    cfg = from_dict(
+        DataConfig,
+        {**preset["data"], "json": str(data_json), "images": str(ROOT / preset["data"]["images"])},
+        "data",
+    )
     records = load_splits(cfg)["train"]
     store = ImageStore.from_config(cfg)
     began = time.perf_counter()
@@ -92,8 +100,12 @@ def load_batches(preset: dict[str, Any], steps: int | None, synthetic: bool
     began = time.perf_counter()
     batches = list(train_loader(records, cfg, store, batch, seed=0, epoch=1))
     cached_s = time.perf_counter() - began
-    info = {"data": str(data_json.parent), "train_images": len(records),
-            "loader_decode_epoch_s": decode_s, "loader_cached_epoch_s": cached_s}
+    info = {
+        "data": str(data_json.parent),
+        "train_images": len(records),
+        "loader_decode_epoch_s": decode_s,
+        "loader_cached_epoch_s": cached_s,
+    }
     if steps:
         batches = batches[:steps]
     info["steps"] = len(batches)
@@ -106,8 +118,9 @@ def _unfused(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return type(optimizer)(groups)
 
 
-def build_arms(preset: dict[str, Any], records: list, cache_dir: str | None
-               ) -> tuple[dict[str, tuple], torch.nn.Module]:
+def build_arms(
+    preset: dict[str, Any], records: list, cache_dir: str | None
+) -> tuple[dict[str, tuple], torch.nn.Module]:
     """The four arms (model, loss, optimizer, scheduler, optim config) and the shared model."""
     from msa_model.pipeline import build_model
 
@@ -115,8 +128,9 @@ def build_arms(preset: dict[str, Any], records: list, cache_dir: str | None
     model_cfg["frozen_cache_dir"] = cache_dir
     torch.manual_seed(0)
     model = build_model(from_dict(ModelConfig, model_cfg, "model"), records)
-    memos = {id(v): v for m in model.modules() for v in vars(m).values()
-             if isinstance(v, FeatureMemo)}
+    memos = {
+        id(v): v for m in model.modules() for v in vars(m).values() if isinstance(v, FeatureMemo)
+    }
     optim_cfg = from_dict(OptimConfig, preset["optim"], "optim")
     arms = {}
     for name in ARMS:
@@ -149,13 +163,21 @@ def _epoch(arm: tuple, batches: list[dict]) -> float:
     model, loss_fn, optimizer, scheduler, cfg = arm
     began = time.perf_counter()
     for b in batches:
-        train_step(model, loss_fn, b, optimizer, device=torch.device("cpu"),
-                   grad_clip_norm=cfg.grad_clip_norm, scheduler=scheduler)
+        train_step(
+            model,
+            loss_fn,
+            b,
+            optimizer,
+            device=torch.device("cpu"),
+            grad_clip_norm=cfg.grad_clip_norm,
+            scheduler=scheduler,
+        )
     return time.perf_counter() - began
 
 
-def time_arms(arms: dict[str, tuple], batches: list[dict], rounds: int,
-              names: tuple[str, ...] = ARMS) -> dict[str, list[float]]:
+def time_arms(
+    arms: dict[str, tuple], batches: list[dict], rounds: int, names: tuple[str, ...] = ARMS
+) -> dict[str, list[float]]:
     """Seconds of each arm over ``batches``, ``rounds`` times, interleaved (after one warm-up
     step per arm)."""
     for name in names:
@@ -164,8 +186,10 @@ def time_arms(arms: dict[str, tuple], batches: list[dict], rounds: int,
     for r in range(rounds):
         for name in names:
             times[name].append(_epoch(arms[name], batches))
-        print(f"  round {r + 1}/{rounds}: "
-              + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names), flush=True)
+        print(
+            f"  round {r + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names),
+            flush=True,
+        )
     return times
 
 
@@ -190,8 +214,13 @@ def parts(arm: tuple, batches: list[dict]) -> dict[str, float]:
         text_embed, text_tokens, text_mask = model.text(**tokens)
         t = tick("text memo", t)
         image_embed, image_scales = model.image.embed(pooled)
-        out = {"image_embed": image_embed, "image_scales": image_scales,
-               "text_embed": text_embed, "text_tokens": text_tokens, "text_mask": text_mask}
+        out = {
+            "image_embed": image_embed,
+            "image_scales": image_scales,
+            "text_embed": text_embed,
+            "text_tokens": text_tokens,
+            "text_mask": text_mask,
+        }
         t = tick("image heads", t)
         if loss_fn.needs_scores:
             out["scores"] = model.mscmat(image_scales, text_tokens, text_embed, text_mask)
@@ -210,9 +239,14 @@ def parts(arm: tuple, batches: list[dict]) -> dict[str, float]:
     return {key: 1000 * value / len(batches) for key, value in acc.items()}
 
 
-def run(steps: int | None = None, rounds: int = 3, synthetic: bool = False,
-        threads: int | None = 1, with_parts: bool = False,
-        cache_dir: str | None = "preset") -> dict[str, Any]:
+def run(
+    steps: int | None = None,
+    rounds: int = 3,
+    synthetic: bool = False,
+    threads: int | None = 1,
+    with_parts: bool = False,
+    cache_dir: str | None = "preset",
+) -> dict[str, Any]:
     """Build, warm, time; returns a JSON-serialisable row (medians and ratios)."""
     if threads:
         torch.set_num_threads(threads)
@@ -222,22 +256,31 @@ def run(steps: int | None = None, rounds: int = 3, synthetic: bool = False,
         cache_dir = None if info["data"] == "synthetic" else preset["model"]["frozen_cache_dir"]
     arms, model = build_arms(preset, records, cache_dir)
     info["memo_warm_s"] = warm_memo(model, batches)
-    print(f"[msa_cost] {info['steps']} steps of batch {preset['train']['batch_size']} "
-          f"({info['data']}), memo warmed in {info['memo_warm_s']:.1f} s, "
-          f"{torch.get_num_threads()} torch thread(s)", flush=True)
+    print(
+        f"[msa_cost] {info['steps']} steps of batch {preset['train']['batch_size']} "
+        f"({info['data']}), memo warmed in {info['memo_warm_s']:.1f} s, "
+        f"{torch.get_num_threads()} torch thread(s)",
+        flush=True,
+    )
     times = time_arms(arms, batches, rounds)
     median = {name: statistics.median(v) for name, v in times.items()}
     paired = {
         "after": statistics.median(a / b for a, b in zip(times["on"], times["off"], strict=True)),
         "before": statistics.median(
-            a / b for a, b in zip(times["on_before"], times["off_before"], strict=True)),
+            a / b for a, b in zip(times["on_before"], times["off_before"], strict=True)
+        ),
     }
-    row = {**info, "threads": torch.get_num_threads(), "rounds": rounds, "times_s": times,
-           "median_s": median,
-           "ratio_after": median["on"] / median["off"],
-           "ratio_before": median["on_before"] / median["off_before"],
-           "paired_ratio_median": paired,
-           "on_speedup": median["on_before"] / median["on"]}
+    row = {
+        **info,
+        "threads": torch.get_num_threads(),
+        "rounds": rounds,
+        "times_s": times,
+        "median_s": median,
+        "ratio_after": median["on"] / median["off"],
+        "ratio_before": median["on_before"] / median["off_before"],
+        "paired_ratio_median": paired,
+        "on_speedup": median["on_before"] / median["on"],
+    }
     if with_parts:
         row["parts_ms_per_step"] = {name: parts(arms[name], batches) for name in ARMS}
     return row
@@ -249,33 +292,42 @@ def _print(row: dict[str, Any]) -> None:
     print(f"\nmedian seconds per {unit} ({row['rounds']} interleaved rounds):")
     for name in ARMS:
         print(f"  {name:<10} {med[name]:8.3f} s  ({1000 * med[name] / row['steps']:.1f} ms/step)")
-    print(f"MSA on / off, before: {row['ratio_before']:.2f}x   after: {row['ratio_after']:.2f}x "
-          f"(target <= 1.5; paired per-round medians {row['paired_ratio_median']['before']:.2f}x"
-          f" / {row['paired_ratio_median']['after']:.2f}x); MSA-on epoch "
-          f"{row['on_speedup']:.2f}x faster")
+    print(
+        f"MSA on / off, before: {row['ratio_before']:.2f}x   after: {row['ratio_after']:.2f}x "
+        f"(target <= 1.5; paired per-round medians {row['paired_ratio_median']['before']:.2f}x"
+        f" / {row['paired_ratio_median']['after']:.2f}x); MSA-on epoch "
+        f"{row['on_speedup']:.2f}x faster"
+    )
     if "parts_ms_per_step" in row:
         keys = list(next(iter(row["parts_ms_per_step"].values())))
         print("\nms per step " + " ".join(f"{k:>10}" for k in ARMS))
         for key in keys:
-            print(f"{key:<15}" + " ".join(f"{row['parts_ms_per_step'][a].get(key, 0):10.1f}"
-                                         for a in ARMS))
+            print(
+                f"{key:<15}"
+                + " ".join(f"{row['parts_ms_per_step'][a].get(key, 0):10.1f}" for a in ARMS)
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, help="steps per round (default: one epoch of "
-                        "rsicd_dev, or 10 synthetic batches)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="steps per round (default: one epoch of rsicd_dev, or 10 synthetic batches)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--synthetic", action="store_true", help="random images and captions")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: default)")
     parser.add_argument("--parts", action="store_true", help="also a per-step breakdown")
-    parser.add_argument("--cache-dir", default="preset",
-                        help="frozen memo folder (default: the preset's; 'none': memory only)")
+    parser.add_argument(
+        "--cache-dir",
+        default="preset",
+        help="frozen memo folder (default: the preset's; 'none': memory only)",
+    )
     parser.add_argument("--json", type=Path, help="also write the row here")
     args = parser.parse_args(argv)
     cache_dir = None if args.cache_dir == "none" else args.cache_dir
-    row = run(args.steps, args.rounds, args.synthetic, args.threads or None, args.parts,
-              cache_dir)
+    row = run(args.steps, args.rounds, args.synthetic, args.threads or None, args.parts, cache_dir)
     _print(row)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

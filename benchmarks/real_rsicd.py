@@ -107,8 +107,13 @@ PAIRS = {  # (a, b): a - b, paired by seed, on val and on the carved test split
         ("text top 2, InfoNCE + MSA (paper)", "text top 2, InfoNCE"),
     ],
 }
-MSA_KEYS = ("model.image.num_scales", "loss.lambda_mscma", "loss.lambda_csmmc",
-            "loss.mscma_temperature", "loss.csmmc_temperature")
+MSA_KEYS = (
+    "model.image.num_scales",
+    "loss.lambda_mscma",
+    "loss.lambda_csmmc",
+    "loss.mscma_temperature",
+    "loss.csmmc_temperature",
+)
 
 
 def variant_experiment(preset: dict[str, Any], values: dict[str, Any], seed: int) -> Experiment:
@@ -203,8 +208,10 @@ def _pairs(
     if not pairs:
         return []
     chance = chance_metrics([len(r.captions) for r in test])["mr"]
-    print(f"\ncarved test split: {len(test)} images, {sum(len(r.captions) for r in test)} "
-          f"captions, chance mR {chance:.3f}; each run's last epoch, read once")
+    print(
+        f"\ncarved test split: {len(test)} images, {sum(len(r.captions) for r in test)} "
+        f"captions, chance mR {chance:.3f}; each run's last epoch, read once"
+    )
     print("| variant | test mR, mean [95% CI] |\n|---|---|")
     names = list(dict.fromkeys(r["variant"] for r in runs))
     for name in names:
@@ -217,8 +224,9 @@ def _pairs(
         by_seed = {n: {r["seed"]: r for r in runs if r["variant"] == n} for n in (a, b)}
         seeds = sorted(by_seed[a].keys() & by_seed[b].keys())
         diff = {
-            key: paired_difference([by_seed[a][s][key] for s in seeds],
-                                   [by_seed[b][s][key] for s in seeds])
+            key: paired_difference(
+                [by_seed[a][s][key] for s in seeds], [by_seed[b][s][key] for s in seeds]
+            )
             for key in ("best_val_mr", "test_mr")
         }
         print(f"| {a} - {b} | {_fmt(diff['best_val_mr'])} | {_fmt(diff['test_mr'])} |")
@@ -261,10 +269,15 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.suite == "finetune":  # the winner's MSA weights, frozen and trained on top
             msa = {key: get_dotted(tuned, key) for key in MSA_KEYS}
-            variants["frozen, InfoNCE + MSA (searched)"] = {**FROZEN, **msa,
-                                                          "loss.global_loss": "infonce"}
-            variants["text top 2, InfoNCE + MSA (searched)"] = {**msa,
-                                                              "loss.global_loss": "infonce"}
+            variants["frozen, InfoNCE + MSA (searched)"] = {
+                **FROZEN,
+                **msa,
+                "loss.global_loss": "infonce",
+            }
+            variants["text top 2, InfoNCE + MSA (searched)"] = {
+                **msa,
+                "loss.global_loss": "infonce",
+            }
         else:
             variants["tuned winner"] = {key: get_dotted(tuned, key) for key in searched}
     began = time.perf_counter()
@@ -276,8 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for run in pool.map(_run, jobs):
             runs.append(run)
-            print(f"[bench] {run['variant']} seed {run['seed']}: best val mR "
-                  f"{run['best_val_mr']:.2f} (epoch {run['best_epoch']})", flush=True)
+            print(
+                f"[bench] {run['variant']} seed {run['seed']}: best val mR "
+                f"{run['best_val_mr']:.2f} (epoch {run['best_epoch']})",
+                flush=True,
+            )
     from msa_model.pipeline import load_splits
 
     splits = load_splits(variant_experiment(preset, {}, 0).data)
@@ -285,20 +301,36 @@ def main(argv: list[str] | None = None) -> int:
     chance = chance_metrics([len(r.captions) for r in val])["mr"]
     rows = _table(runs, list(variants), chance)
     pairs = _pairs(runs, PAIRS.get(args.suite, []), splits["test"])
-    print(f"\nrsicd_dev val: {len(val)} images, {sum(len(r.captions) for r in val)} captions, "
-          f"chance mR {chance:.3f}; {args.seeds} seeds; {preset['train']['epochs']} epochs")
-    print("| variant | best val mR, mean [95% CI] | x chance | paired diff vs first [95% CI] "
-          "| collapsed | train s/epoch | samples/s |")
+    print(
+        f"\nrsicd_dev val: {len(val)} images, {sum(len(r.captions) for r in val)} captions, "
+        f"chance mR {chance:.3f}; {args.seeds} seeds; {preset['train']['epochs']} epochs"
+    )
+    print(
+        "| variant | best val mR, mean [95% CI] | x chance | paired diff vs first [95% CI] "
+        "| collapsed | train s/epoch | samples/s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['variant']} | {_fmt(row['val_mr'])} | {row['x_chance']:.1f} | "
-              f"{_fmt(row['vs_first'])} | {row['collapsed']}/{len(row['seeds'])} | "
-              f"{row['train_epoch_s']:.1f} | {n_train / row['train_epoch_s']:.0f} |")
+        print(
+            f"| {row['variant']} | {_fmt(row['val_mr'])} | {row['x_chance']:.1f} | "
+            f"{_fmt(row['vs_first'])} | {row['collapsed']}/{len(row['seeds'])} | "
+            f"{row['train_epoch_s']:.1f} | {n_train / row['train_epoch_s']:.0f} |"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"real_rsicd_{args.suite}.json"
-    path.write_text(json.dumps({"chance_mr": chance, "rows": rows, "runs": runs, "pairs": pairs,
-                                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                                "cpus": os.cpu_count()}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "chance_mr": chance,
+                "rows": rows,
+                "runs": runs,
+                "pairs": pairs,
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                "cpus": os.cpu_count(),
+            },
+            indent=2,
+        )
+    )
     print(f"\n[bench] {path}, {time.perf_counter() - began:.0f} s")
     return 0
 

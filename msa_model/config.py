@@ -79,7 +79,10 @@ class ImageTowerConfig:
                 f"repeats a stage: {self.stage_indices}",
             )
         _check_trainable(
-            self.trainable_stages, self.freeze_backbone, self.cache_frozen, prefix,
+            self.trainable_stages,
+            self.freeze_backbone,
+            self.cache_frozen,
+            prefix,
             ("trainable_stages", "freeze_backbone"),
         )
 
@@ -95,16 +98,22 @@ def _check_trainable(
 ) -> None:
     """The rules shared by ``trainable_stages`` and ``trainable_layers`` and their aliases."""
     _require(
-        count is None or count == "all" or count >= 0, prefix, keys[0], f"must be >= 0 or 'all', "
-        f"got {count}",
+        count is None or count == "all" or count >= 0,
+        prefix,
+        keys[0],
+        f"must be >= 0 or 'all', got {count}",
     )
     if count is not None and alias is not None:
         _require(
-            _trainable(None, alias) == count, prefix, keys[1],
+            _trainable(None, alias) == count,
+            prefix,
+            keys[1],
             f"{alias} contradicts {keys[0]}: {count} (set {keys[0]} alone)",
         )
     _require(
-        not cache or _trainable(count, alias) != "all", prefix, "cache_frozen",
+        not cache or _trainable(count, alias) != "all",
+        prefix,
+        "cache_frozen",
         f"needs a frozen part ({keys[0]} 0 or K; with 'all' every weight trains)",
     )
 
@@ -143,7 +152,10 @@ class TextTowerConfig:
             self.vocab_size >= 100, prefix, "vocab_size", f"must be >= 100, got {self.vocab_size}"
         )
         _check_trainable(
-            self.trainable_layers, self.freeze, self.cache_frozen, prefix,
+            self.trainable_layers,
+            self.freeze,
+            self.cache_frozen,
+            prefix,
             ("trainable_layers", "freeze"),
         )
 
@@ -202,10 +214,11 @@ class LossConfig:
     # teacher || scale s), or KL(scale s || teacher) as the reference code
     csmmc_reduction: Literal["per_distribution_mean", "elementwise_mean"] = "per_distribution_mean"
     # each scale's KL summed over the B x B entries, / B (today) or / B^2 (reference code)
+    # the global image-text term: hardest-negative triplet (the paper), summed-negative triplet,
+    # summed then hardest after hardest_after_epochs (VSE++ warm-up), or symmetric InfoNCE
     global_loss: Literal["triplet_hardest", "triplet_sum", "triplet_warmup", "infonce"] = (
         "triplet_hardest"
-    )  # global image-text term: hardest-negative triplet (the paper), summed-negative triplet,
-    # summed then hardest after hardest_after_epochs (VSE++ warm-up), or symmetric InfoNCE
+    )
     hardest_after_epochs: int = 2  # triplet_warmup: epochs of triplet_sum before the hardest
     infonce_temperature: float = 0.05  # infonce: cosine similarities are divided by it
     infonce_learnable: bool = False  # infonce: learn the temperature (CLIP's log logit scale)

@@ -233,4 +233,3 @@ def encode_captions(
         with autocast(device, amp):
             embeds.append(inner.encode_text(**{k: v.to(device) for k, v in tokens.items()}))
     return torch.cat(embeds).float().cpu()
-

@@ -84,8 +84,10 @@ def _create_backbone(cfg: ImageTowerConfig) -> nn.Module:
         if "Unknown model" in str(exc):
             raise ConfigError(f"model.image.backbone: unknown timm model {cfg.backbone!r}") from exc
         if cfg.weights_file is not None:
-            raise ConfigError(f"model.image.weights_file: {source} does not fit {cfg.backbone}: "
-                              f"{str(exc).splitlines()[0]}") from exc
+            raise ConfigError(
+                f"model.image.weights_file: {source} does not fit {cfg.backbone}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from exc
         raise
     except (OSError, ValueError) as exc:  # offline hub miss: LocalEntryNotFoundError and kin
         if not pretrained or cfg.weights_file is not None:
@@ -125,9 +127,7 @@ class ImageTower(nn.Module):
     frozen stages), the top K levels train.
     """
 
-    def __init__(
-        self, cfg: ImageTowerConfig, embed_dim: int, cache_dir: str | None = None
-    ) -> None:
+    def __init__(self, cfg: ImageTowerConfig, embed_dim: int, cache_dir: str | None = None) -> None:
         super().__init__()
         self.backbone = _create_backbone(cfg)
         info = self.backbone.feature_info

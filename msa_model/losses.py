@@ -84,8 +84,12 @@ class TripletLoss(nn.Module):
         negatives: "hardest" or "sum"; an attribute, so a warm-up can switch it.
     """
 
-    def __init__(self, margin: float = 0.5, reduction: Literal["sum", "mean"] = "sum",
-                 negatives: Literal["hardest", "sum"] = "hardest") -> None:
+    def __init__(
+        self,
+        margin: float = 0.5,
+        reduction: Literal["sum", "mean"] = "sum",
+        negatives: Literal["hardest", "sum"] = "hardest",
+    ) -> None:
         super().__init__()
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
@@ -95,8 +99,9 @@ class TripletLoss(nn.Module):
         self.reduction = reduction
         self.negatives = negatives
 
-    def forward(self, image_embed: Tensor, text_embed: Tensor,
-                positives: Tensor | None = None) -> Tensor:
+    def forward(
+        self, image_embed: Tensor, text_embed: Tensor, positives: Tensor | None = None
+    ) -> Tensor:
         """Loss of B matched pairs (image i with caption i).
 
         Args:
@@ -139,12 +144,14 @@ class InfoNCELoss(nn.Module):
         max_scale: Upper clamp of a learnable scale (CLIP: 100).
     """
 
-    def __init__(self, temperature: float = 0.05, learnable: bool = False,
-                 max_scale: float = 100.0) -> None:
+    def __init__(
+        self, temperature: float = 0.05, learnable: bool = False, max_scale: float = 100.0
+    ) -> None:
         super().__init__()
         if temperature <= 0 or max_scale < 1:
-            raise ValueError(f"need temperature > 0 and max_scale >= 1, got {temperature}, "
-                             f"{max_scale}")
+            raise ValueError(
+                f"need temperature > 0 and max_scale >= 1, got {temperature}, {max_scale}"
+            )
         self.max_scale = max_scale
         log_scale = torch.tensor(math.log(1 / temperature))
         if learnable:
@@ -159,8 +166,9 @@ class InfoNCELoss(nn.Module):
             return self.log_scale.exp()
         return self.log_scale.clamp(0.0, math.log(self.max_scale)).exp()
 
-    def forward(self, image_embed: Tensor, text_embed: Tensor,
-                positives: Tensor | None = None) -> Tensor:
+    def forward(
+        self, image_embed: Tensor, text_embed: Tensor, positives: Tensor | None = None
+    ) -> Tensor:
         """Loss of B matched pairs; arguments as :meth:`TripletLoss.forward`."""
         logits = _cosine(image_embed, text_embed) * self.scale()
         if positives is not None:
@@ -302,8 +310,12 @@ class MSALoss(nn.Module):
         """Whether any term reads the MSCMAT scores (the model can skip them otherwise)."""
         return self.cfg.lambda_mscma > 0 or self.cfg.lambda_csmmc > 0
 
-    def forward(self, outputs: dict[str, Tensor], image_ids: Tensor | None = None,
-                caption_ids: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self,
+        outputs: dict[str, Tensor],
+        image_ids: Tensor | None = None,
+        caption_ids: Tensor | None = None,
+    ) -> dict[str, Tensor]:
         """Named loss terms and diagnostics from the model outputs.
 
         Args:

@@ -51,8 +51,9 @@ class MSCMATHead(nn.Module):
             :class:`MSCMAT` holds one pair shared by all scales).
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0,
-                 own_norms: bool = True) -> None:
+    def __init__(
+        self, embed_dim: int, num_heads: int, dropout: float = 0.0, own_norms: bool = True
+    ) -> None:
         super().__init__()
         if own_norms:
             self.norm_q = nn.LayerNorm(embed_dim)
@@ -66,8 +67,14 @@ class MSCMATHead(nn.Module):
         nn.init.normal_(self.attn.in_proj_weight, std=std)
         nn.init.normal_(self.attn.out_proj.weight, std=std * 2**-0.5)
 
-    def forward(self, image: Tensor, query: Tensor, keys_values: Tensor, text_global: Tensor,
-                key_bias: Tensor | None) -> Tensor:
+    def forward(
+        self,
+        image: Tensor,
+        query: Tensor,
+        keys_values: Tensor,
+        text_global: Tensor,
+        key_bias: Tensor | None,
+    ) -> Tensor:
         """Pre-sigmoid scores of all pairs at this scale.
 
         Args:
@@ -148,17 +155,26 @@ class MSCMAT(nn.Module):
     #: ``num_heads * Bi <= embed_dim + Bi``. Tests and benchmarks set it on an instance.
     path: Literal["auto", "folded", "projected"] = "auto"
 
-    def __init__(self, embed_dim: int, num_scales: int, num_heads: int, dropout: float = 0.0,
-                 mask_padding: bool = True, *,
-                 text_global: Literal["raw", "normalized"] = "raw",
-                 in_features: Sequence[int] | None = None, shared_norms: bool = False,
-                 init: Literal["pytorch", "reference"] = "pytorch") -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        num_scales: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        mask_padding: bool = True,
+        *,
+        text_global: Literal["raw", "normalized"] = "raw",
+        in_features: Sequence[int] | None = None,
+        shared_norms: bool = False,
+        init: Literal["pytorch", "reference"] = "pytorch",
+    ) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         if in_features is not None and len(in_features) != num_scales:
-            raise ValueError(f"in_features {list(in_features)} needs num_scales={num_scales} "
-                             f"widths")
+            raise ValueError(
+                f"in_features {list(in_features)} needs num_scales={num_scales} widths"
+            )
         if text_global not in ("raw", "normalized") or init not in ("pytorch", "reference"):
             raise ValueError(f"text_global={text_global!r} / init={init!r} are not known")
         self.embed_dim = embed_dim
@@ -195,8 +211,13 @@ class MSCMAT(nn.Module):
         """The (Bt, d) global text term added to the attended vector."""
         return F.normalize(text_global, dim=-1) if self.normalize_text_global else text_global
 
-    def forward(self, image_scales: Tensor | Sequence[Tensor], text_tokens: Tensor,
-                text_global: Tensor, text_mask: Tensor | None) -> Tensor:
+    def forward(
+        self,
+        image_scales: Tensor | Sequence[Tensor],
+        text_tokens: Tensor,
+        text_global: Tensor,
+        text_mask: Tensor | None,
+    ) -> Tensor:
         """Matching scores of every image with every caption at every scale.
 
         Args:
@@ -224,8 +245,10 @@ class MSCMAT(nn.Module):
         fn = _folded_scores if path == "folded" else _projected_scores
         return fn(self, images, text_tokens, glob, ignore)
 
-def _projected_scores(module: MSCMAT, images: list[Tensor], text_tokens: Tensor,
-                      glob: Tensor, ignore: Tensor | None) -> Tensor:
+
+def _projected_scores(
+    module: MSCMAT, images: list[Tensor], text_tokens: Tensor, glob: Tensor, ignore: Tensor | None
+) -> Tensor:
     """Scores with keys and values projected once per caption token and scale.
 
     Costs about ``2 S (Bt L) d^2`` multiply-adds for the projections (and as much again for
@@ -245,8 +268,9 @@ def _projected_scores(module: MSCMAT, images: list[Tensor], text_tokens: Tensor,
     return torch.sigmoid(torch.stack(logits))
 
 
-def _folded_scores(module: MSCMAT, images: list[Tensor], text_tokens: Tensor, glob: Tensor,
-                   ignore: Tensor | None) -> Tensor:
+def _folded_scores(
+    module: MSCMAT, images: list[Tensor], text_tokens: Tensor, glob: Tensor, ignore: Tensor | None
+) -> Tensor:
     """Scores with the key/value projections and the key/value LayerNorm's affine folded into
     the image side, all scales in one matrix product over the real tokens.
 
@@ -295,7 +319,8 @@ def _folded_scores(module: MSCMAT, images: list[Tensor], text_tokens: Tensor, gl
         # (q_h W_k[h], r_h W_v[h]): (2, heads, Bi, d)
         folded = torch.einsum("pihc,phcd->phid", qr, w_kv.view(2, heads, head_dim, dim))
         const = folded @ norm_kv.bias + torch.einsum(
-            "pihc,phc->phi", qr, b_kv.view(2, heads, head_dim))
+            "pihc,phc->phi", qr, b_kv.view(2, heads, head_dim)
+        )
         rows.append(folded * norm_kv.weight)
         consts.append(const)
         gates.append(u)
@@ -316,29 +341,43 @@ def _folded_scores(module: MSCMAT, images: list[Tensor], text_tokens: Tensor, gl
     return torch.sigmoid(attended + torch.stack(biases)[:, :, None] + gate @ glob.T)
 
 
-def _check_shapes(module: MSCMAT, image_scales: Tensor | Sequence[Tensor], text_tokens: Tensor,
-                  text_global: Tensor, text_mask: Tensor | None) -> None:
+def _check_shapes(
+    module: MSCMAT,
+    image_scales: Tensor | Sequence[Tensor],
+    text_tokens: Tensor,
+    text_global: Tensor,
+    text_mask: Tensor | None,
+) -> None:
     d = module.embed_dim
-    widths = [d] * module.num_scales if module.proj is None else [p.in_features for p in
-                                                                   module.proj]
+    widths = (
+        [d] * module.num_scales if module.proj is None else [p.in_features for p in module.proj]
+    )
     got = [tuple(x.shape) for x in image_scales]
     if len(got) != module.num_scales or any(
         len(shape) != 2 or shape[0] != got[0][0] or shape[1] != w
         for shape, w in zip(got, widths, strict=True)
     ):
-        raise ValueError(f"image_scales {got} do not match num_scales={module.num_scales} "
-                         f"vectors of widths {widths}")
+        raise ValueError(
+            f"image_scales {got} do not match num_scales={module.num_scales} "
+            f"vectors of widths {widths}"
+        )
     n_txt, length, d_t = text_tokens.shape
     if d_t != d or tuple(text_global.shape) != (n_txt, d):
-        raise ValueError(f"text_tokens {tuple(text_tokens.shape)} / text_global "
-                         f"{tuple(text_global.shape)} do not match embed_dim={d}")
+        raise ValueError(
+            f"text_tokens {tuple(text_tokens.shape)} / text_global "
+            f"{tuple(text_global.shape)} do not match embed_dim={d}"
+        )
     if text_mask is not None and tuple(text_mask.shape) != (n_txt, length):
         raise ValueError(f"text_mask {tuple(text_mask.shape)} != {(n_txt, length)}")
 
 
-def mscmat_reference(module: MSCMAT, image_scales: Tensor | Sequence[Tensor],
-                     text_tokens: Tensor, text_global: Tensor,
-                     text_mask: Tensor | None) -> Tensor:
+def mscmat_reference(
+    module: MSCMAT,
+    image_scales: Tensor | Sequence[Tensor],
+    text_tokens: Tensor,
+    text_global: Tensor,
+    text_mask: Tensor | None,
+) -> Tensor:
     """Pair-by-pair MSCMAT scores, for tests and benchmarks (same inputs/output as forward).
 
     Every caption's tokens are repeated for every image and each scale's layer norms,
@@ -359,8 +398,9 @@ def mscmat_reference(module: MSCMAT, image_scales: Tensor | Sequence[Tensor],
         norm_q, norm_kv = module.norms(s)
         image = images[s].unsqueeze(1).expand(-1, n_txt, -1).reshape(-1, dim)
         kv = norm_kv(tokens)
-        attended, _ = head.attn(norm_q(image).unsqueeze(1), kv, kv, key_padding_mask=pad,
-                                need_weights=False)
+        attended, _ = head.attn(
+            norm_q(image).unsqueeze(1), kv, kv, key_padding_mask=pad, need_weights=False
+        )
         z = (attended.squeeze(1) + glob) * image
         out.append(torch.sigmoid(head.score(z)).view(n_img, n_txt))
     return torch.stack(out)

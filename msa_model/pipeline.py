@@ -19,6 +19,7 @@ from msa_model.tokenizer import build_tokenizer
 
 __all__ = ["load_splits", "train_loader", "build_model"]
 
+
 def load_splits(cfg: DataConfig, train_on_val: bool = False) -> dict[str, list[ImageRecord]]:
     """train/val/test records; val is carved from train when the dataset has none.
 

@@ -85,9 +85,7 @@ def split_backbone(backbone: nn.Module, name: str, size: int = 64) -> SegmentCha
         if ok:
             x = torch.randn(1, 3, size, size)
             _, levels = chain.run(x, 0, len(segments))
-            ok = all(
-                torch.allclose(levels[k], f, atol=1e-5) for k, f in enumerate(backbone(x))
-            )
+            ok = all(torch.allclose(levels[k], f, atol=1e-5) for k, f in enumerate(backbone(x)))
     finally:
         backbone.train(was_training)
     if not ok:

@@ -58,8 +58,10 @@ def warm_memo(
                 model.image.pooled(torch.stack(batch))
                 batch = []
             if i % max(1, len(records) // 10) == 0 or i == len(records):
-                log(f"image memo: {i}/{len(records)} images, {len(model.image._memo)} entries, "
-                    f"{time.perf_counter() - began:.0f} s")
+                log(
+                    f"image memo: {i}/{len(records)} images, {len(model.image._memo)} entries, "
+                    f"{time.perf_counter() - began:.0f} s"
+                )
         counts["image"] = len(model.image._memo)
     if text_on and model_cfg.text.padding == "max_length":
         records = splits["train"] + splits["val"]

@@ -58,13 +58,14 @@ def resolve_resource(spec: str, key: str) -> str:
     """
     if not spec.startswith(PKG_SCHEME):
         return spec
-    package, _, inner = spec[len(PKG_SCHEME):].partition("/")
+    package, _, inner = spec[len(PKG_SCHEME) :].partition("/")
     if not all(part.isidentifier() for part in package.split(".")):
         raise ConfigError(f"{key}: {spec!r}: expected pkg://<python package>/<path inside it>")
     inner_path = PurePosixPath(inner)
     if inner_path.is_absolute() or ".." in inner_path.parts:
-        raise ConfigError(f"{key}: {spec!r}: the path inside the package must be relative "
-                          "without '..'")
+        raise ConfigError(
+            f"{key}: {spec!r}: the path inside the package must be relative without '..'"
+        )
     try:
         found = importlib.util.find_spec(package)
     except ModuleNotFoundError:
@@ -78,8 +79,10 @@ def resolve_resource(spec: str, key: str) -> str:
         )
     path = Path(locations[0]) / inner_path
     if not path.exists():
-        raise WeightsNotFoundError(f"{key}: {spec}: package {package!r} (at {locations[0]}) has "
-                                   f"no {inner!r}; reinstall it with `{_PRETRAINED_EXTRA}`")
+        raise WeightsNotFoundError(
+            f"{key}: {spec}: package {package!r} (at {locations[0]}) has "
+            f"no {inner!r}; reinstall it with `{_PRETRAINED_EXTRA}`"
+        )
     return str(path)
 
 
@@ -127,8 +130,10 @@ def _read(path: str, source: str) -> dict[str, torch.Tensor]:
     try:
         return load_state_dict(path, use_ema=False, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch/safetensors raise many types for bad files
-        raise ConfigError(f"model.image.weights_file: cannot read {source} as a state dict "
-                          f"({type(exc).__name__}: {exc})") from exc
+        raise ConfigError(
+            f"model.image.weights_file: cannot read {source} as a state dict "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def backbone_state_dict(
@@ -179,8 +184,11 @@ def check_loaded(backbone: nn.Module, state_dict: dict[str, torch.Tensor], sourc
     """
     available = {_loose(k) for k in state_dict}
     needed = [k for k, _ in _weights(backbone.state_dict())]
-    missing = [k for k in needed
-               if _loose(k) not in available and _loose(k.removeprefix("model.")) not in available]
+    missing = [
+        k
+        for k in needed
+        if _loose(k) not in available and _loose(k.removeprefix("model.")) not in available
+    ]
     if missing:
         wanted = {_loose(k) for k in needed} | {_loose(k.removeprefix("model.")) for k in needed}
         unused = next((k for k in state_dict if _loose(k) not in wanted), None)

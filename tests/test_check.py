@@ -16,8 +16,11 @@ from tests.test_datasets import rgb16_png
 
 
 def _entry(name: str, split: str, *captions: str) -> dict:
-    return {"filename": name, "split": split,
-            "sentences": [{"raw": c, "tokens": c.split()} for c in captions or ("a caption",)]}
+    return {
+        "filename": name,
+        "split": split,
+        "sentences": [{"raw": c, "tokens": c.split()} for c in captions or ("a caption",)],
+    }
 
 
 def _dataset(tmp_path: Path, entries: list[dict], images: list[str] | None = None) -> Path:
@@ -35,8 +38,13 @@ def _dataset(tmp_path: Path, entries: list[dict], images: list[str] | None = Non
 
 def _good() -> list[dict]:
     return [
-        _entry("a.png", "train", "two planes are parked near the terminal .",
-               "many planes .", "a runway ."),
+        _entry(
+            "a.png",
+            "train",
+            "two planes are parked near the terminal .",
+            "many planes .",
+            "a runway .",
+        ),
         _entry("b.jpg", "train", "a river .", "a river .", "green trees beside a river ."),
         _entry("c.tif", "val", "a runway .", "some buildings ."),
         _entry("d.png", "test", "a bridge over the river .", "a runway ."),
@@ -55,8 +63,16 @@ def test_valid_dataset_report(tmp_path: Path) -> None:
     assert report.images_repeating_a_caption == 1
     assert report.unlisted_files == 1
     text = format_report(report)
-    for expected in ("train", "val", "test", "total", "2 / 3.3 / 7", "'a runway .'",
-                     "duplicate captions: 2", "not listed in the JSON: 1"):
+    for expected in (
+        "train",
+        "val",
+        "test",
+        "total",
+        "2 / 3.3 / 7",
+        "'a runway .'",
+        "duplicate captions: 2",
+        "not listed in the JSON: 1",
+    ):
         assert expected in text, expected
 
 
@@ -64,16 +80,20 @@ def test_report_without_val_shows_the_split_training_carves(tmp_path: Path) -> N
     entries = [e for e in _good() if e["split"] != "val"]
     report = check_dataset(_dataset(tmp_path, entries), tmp_path / "images")
     assert report.carved_val
-    assert {name: s.images for name, s in report.splits.items()} == \
-        {"train": 1, "val": 1, "test": 1}
+    assert {name: s.images for name, s in report.splits.items()} == {
+        "train": 1,
+        "val": 1,
+        "test": 1,
+    }
     assert "val carved out of train by image" in format_report(report)
 
 
 def test_check_data_carves_as_training_does(tmp_path: Path) -> None:
     entries = [_entry(f"t{i}.png", "train") for i in range(10)] + [_entry("x.png", "test")]
     path = _dataset(tmp_path, entries)
-    cfg = DataConfig(json=str(path), images=str(tmp_path / "images"), val_fraction=0.3,
-                     split_seed=5)
+    cfg = DataConfig(
+        json=str(path), images=str(tmp_path / "images"), val_fraction=0.3, split_seed=5
+    )
     report = check_data(cfg)
     training = make_splits(read_karpathy(path), 0.3, 5)
     assert report.splits["train"].images == len(training["train"]) == 7
@@ -84,8 +104,11 @@ def test_one_training_image_fails_as_in_training(tmp_path: Path) -> None:
     path = _dataset(tmp_path, [_entry("a.png", "train"), _entry("d.png", "test")])
     with pytest.raises(DatasetError, match="need at least 2"):
         make_splits(read_karpathy(path), 0.1, 0)  # what training does
-    with pytest.raises(DatasetError, match=r"dataset.json: cannot carve a validation split "
-                                           r"from 1 training image\(s\); need at least 2"):
+    with pytest.raises(
+        DatasetError,
+        match=r"dataset.json: cannot carve a validation split "
+        r"from 1 training image\(s\); need at least 2",
+    ):
         check_dataset(path, tmp_path / "images")
 
 
@@ -101,8 +124,11 @@ def test_malformed_json(tmp_path: Path) -> None:
     [
         (1, {"sentences": None}, "images[1] (b.jpg): 'sentences' must be a list"),
         (2, {"split": "validation"}, "images[2] (c.tif): unknown split 'validation'"),
-        (0, {"sentences": [{"raw": "ok"}, {"raw": ""}]},
-         "images[0] (a.png): sentences[1].raw is an empty caption"),
+        (
+            0,
+            {"sentences": [{"raw": "ok"}, {"raw": ""}]},
+            "images[0] (a.png): sentences[1].raw is an empty caption",
+        ),
         (3, {"filename": "../d.png"}, "images[3] (../d.png): filename contains '..'"),
         (3, {"filename": "/abs/d.png"}, "images[3] (/abs/d.png): filename is an absolute path"),
     ],
@@ -164,8 +190,9 @@ def test_check_decodes_images_fully(tmp_path: Path) -> None:
         img.verify()  # what check did before: passes on the truncated file
     with pytest.raises(DatasetError) as info:
         check_dataset(path, tmp_path / "images")
-    assert "images[1] b.jpg: unreadable (cannot decode (OSError: image file is truncated" \
-        in str(info.value)
+    assert "images[1] b.jpg: unreadable (cannot decode (OSError: image file is truncated" in str(
+        info.value
+    )
 
 
 def test_check_refuses_a_symlink_leaving_the_folder(tmp_path: Path) -> None:

@@ -30,8 +30,12 @@ from tests.conftest import TINY_MODEL, tiny_experiment
 from workflows.experiment import parse_experiment
 
 CAPTIONS = ["a red plane on the runway", "a river with a bridge", "farmland and a yellow car"]
-TEXT = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "intermediate_size": 64}
+TEXT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
 
 
 def write_backbone(path: Path, seed: int) -> None:
@@ -58,8 +62,11 @@ def sources(tmp_path: Path) -> dict[str, Any]:
     write_encoder(tmp_path / "encoder", seed=1)
     return {
         **TINY_MODEL,
-        "image": {**TINY_MODEL["image"], "weights_file": str(tmp_path / "backbone.pth"),
-                  "freeze_backbone": True},
+        "image": {
+            **TINY_MODEL["image"],
+            "weights_file": str(tmp_path / "backbone.pth"),
+            "freeze_backbone": True,
+        },
         "text": {"name": str(tmp_path / "encoder"), "freeze": True, "max_length": 12},
     }
 
@@ -148,8 +155,11 @@ def test_partly_trained_towers_store_their_top(sources: dict, tmp_path: Path) ->
     write_encoder(Path(sources["text"]["name"]), seed=1, layers=2)
     image = {k: v for k, v in sources["image"].items() if k != "freeze_backbone"}
     text = {k: v for k, v in sources["text"].items() if k != "freeze"}
-    raw = {**sources, "image": {**image, "trainable_stages": 1},
-           "text": {**text, "trainable_layers": 1}}
+    raw = {
+        **sources,
+        "image": {**image, "trainable_stages": 1},
+        "text": {**text, "trainable_layers": 1},
+    }
     model = trained_model(raw)
     frozen = model.frozen_state_keys()
     folder = save(model, raw, tmp_path / "ckpt")
@@ -178,8 +188,11 @@ def test_full_checkpoints_still_load(sources: dict, tmp_path: Path) -> None:
 
 
 def test_random_init_frozen_towers_are_stored(tmp_path: Path) -> None:
-    raw = {**TINY_MODEL, "image": {**TINY_MODEL["image"], "freeze_backbone": True},
-           "text": {**TINY_MODEL["text"], "freeze": True}}
+    raw = {
+        **TINY_MODEL,
+        "image": {**TINY_MODEL["image"], "freeze_backbone": True},
+        "text": {**TINY_MODEL["text"], "freeze": True},
+    }
     cfg = from_dict(ModelConfig, copy.deepcopy(raw), "model")
     torch.manual_seed(0)
     model = MSAModel(cfg, tokenizer_from_json(train_wordpiece(CAPTIONS * 4, 200).to_str()))

@@ -37,8 +37,9 @@ def folder(tmp_path: Path) -> tuple[Path, list[ImageRecord]]:
     records = []
     for i, (ext, n) in enumerate([("png", 2), ("jpg", 3), ("tif", 1)]):
         _image(i).save(tmp_path / f"img{i}.{ext}")
-        records.append(ImageRecord(f"img{i}.{ext}", "train",
-                                   tuple(f"image {i} caption {j}" for j in range(n))))
+        records.append(
+            ImageRecord(f"img{i}.{ext}", "train", tuple(f"image {i} caption {j}" for j in range(n)))
+        )
     return tmp_path, records
 
 
@@ -82,8 +83,12 @@ def rgb16_png(pixels: np.ndarray) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("name", ["g16.png", "g16.tif"])
@@ -108,8 +113,11 @@ def test_float_tiff_is_rescaled_and_nan_becomes_zero(tmp_path: Path) -> None:
 
 def test_multiband_16_bit_is_refused_with_file_and_mode(tmp_path: Path) -> None:
     (tmp_path / "rgb16.png").write_bytes(rgb16_png(np.full((4, 4, 3), 3000)))
-    with pytest.raises(DatasetError, match=r"rgb16.png: 3 bands of 16 bits per sample "
-                                           r"\(raw mode RGB;16B\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"rgb16.png: 3 bands of 16 bits per sample "
+        r"\(raw mode RGB;16B\)",
+    ):
         ImageStore(tmp_path).load("rgb16.png")
 
 
@@ -177,8 +185,11 @@ def test_train_transform_flips_and_rotates_preserve_content() -> None:
     train_t = build_transform(_cfg(augment=["hflip", "vflip", "rot90"]), train=True)
     image = _image(1, size=SIZE)
     base = eval_t(image)
-    variants = [base.rot90(k, dims=(1, 2)).flip(2) if flip else base.rot90(k, dims=(1, 2))
-                for k in range(4) for flip in (False, True)]  # the eight symmetries
+    variants = [
+        base.rot90(k, dims=(1, 2)).flip(2) if flip else base.rot90(k, dims=(1, 2))
+        for k in range(4)
+        for flip in (False, True)
+    ]  # the eight symmetries
     torch.manual_seed(0)
     seen = set()
     for _ in range(40):
@@ -193,8 +204,9 @@ def test_train_transform_flips_and_rotates_preserve_content() -> None:
 
 def test_train_pairs_all_captions(folder: tuple[Path, list[ImageRecord]]) -> None:
     root, records = folder
-    data = TrainPairs(records, ImageStore(root, SIZE), build_transform(_cfg(), False),
-                      "all_captions", seed=0)
+    data = TrainPairs(
+        records, ImageStore(root, SIZE), build_transform(_cfg(), False), "all_captions", seed=0
+    )
     assert len(data) == 6
     items = [data[i] for i in range(len(data))]
     assert [it["caption"] for it in items] == [c for r in records for c in r.captions]
@@ -206,8 +218,14 @@ def test_train_pairs_all_captions(folder: tuple[Path, list[ImageRecord]]) -> Non
 
 def test_train_pairs_one_caption_per_epoch(folder: tuple[Path, list[ImageRecord]]) -> None:
     root, _ = folder
-    records = [ImageRecord(f"img{i % 3}.{['png', 'jpg', 'tif'][i % 3]}", "train",
-                           tuple(f"image {i} caption {j}" for j in range(5))) for i in range(12)]
+    records = [
+        ImageRecord(
+            f"img{i % 3}.{['png', 'jpg', 'tif'][i % 3]}",
+            "train",
+            tuple(f"image {i} caption {j}" for j in range(5)),
+        )
+        for i in range(12)
+    ]
     store, transform = ImageStore(root, SIZE), build_transform(_cfg(), False)
     data = TrainPairs(records, store, transform, "one_caption", seed=7)
     assert len(data) == 12
@@ -241,13 +259,18 @@ def test_eval_images_and_captions(folder: tuple[Path, list[ImageRecord]]) -> Non
 
 def test_collate_with_a_dataloader(folder: tuple[Path, list[ImageRecord]]) -> None:
     root, records = folder
-    pairs = TrainPairs(records, ImageStore(root, SIZE), build_transform(_cfg(), True),
-                       "all_captions", seed=0)
+    pairs = TrainPairs(
+        records, ImageStore(root, SIZE), build_transform(_cfg(), True), "all_captions", seed=0
+    )
     batch = next(iter(torch.utils.data.DataLoader(pairs, batch_size=4, collate_fn=collate)))
     assert batch["images"].shape == (4, 3, SIZE, SIZE)
     assert batch["image_ids"].dtype == torch.long and batch["image_ids"].tolist() == [0, 0, 1, 1]
-    assert batch["captions"] == ["image 0 caption 0", "image 0 caption 1",
-                                 "image 1 caption 0", "image 1 caption 1"]
+    assert batch["captions"] == [
+        "image 0 caption 0",
+        "image 0 caption 1",
+        "image 1 caption 0",
+        "image 1 caption 1",
+    ]
     evals = EvalImages(records, ImageStore(root, SIZE), build_transform(_cfg(), False))
     batch = collate([evals[0], evals[2]])
     assert set(batch) == {"images", "image_ids"} and batch["image_ids"].tolist() == [0, 2]

@@ -144,8 +144,10 @@ def test_report_and_export_read_the_winner(tmp_path: Path) -> None:
     assert '**Caption** "a farm" (of `y.png`), its best images:\n\n1. ✗ `x.png` (0.500)' in examples
     assert "read `rank2` seed 3 (its best validation mr): `/ckpt/rank2-3`." in report
     trials = report.split("### All trials")[1]
-    assert "| trial_id | status | loss.margin | best_val_mr | best_epoch | epochs | time_s | " \
+    assert (
+        "| trial_id | status | loss.margin | best_val_mr | best_epoch | epochs | time_s | "
         "collapsed |" in trials
+    )
     assert "| t7 | TERMINATED | 0.2 | 30 | 4 | 8 | 1 | yes |" in trials
     assert "| t6 | TERMINATED | 0.8 | 40 | 4 | 8 | 1 |  |" in trials
     for png in ("val_curves.png", "final.png", "importances.png", "slices.png", "history.png"):

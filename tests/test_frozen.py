@@ -18,12 +18,19 @@ def frozen_model(cache: bool) -> MSAModel:
     raw = {
         **TINY_MODEL,
         "image": {**TINY_MODEL["image"], "freeze_backbone": True, "cache_frozen": cache},
-        "text": {**TINY_MODEL.get("text", {}), "freeze": True, "cache_frozen": cache,
-                 "padding": "max_length", "max_length": 12},
+        "text": {
+            **TINY_MODEL.get("text", {}),
+            "freeze": True,
+            "cache_frozen": cache,
+            "padding": "max_length",
+            "max_length": 12,
+        },
     }
     torch.manual_seed(0)
-    return MSAModel(from_dict(ModelConfig, raw), tokenizer_from_json(
-        train_wordpiece(CAPTIONS * 4, 200).to_str()))
+    return MSAModel(
+        from_dict(ModelConfig, raw),
+        tokenizer_from_json(train_wordpiece(CAPTIONS * 4, 200).to_str()),
+    )
 
 
 def test_memo_computes_each_new_sample_once() -> None:

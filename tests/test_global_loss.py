@@ -55,8 +55,9 @@ def test_caption_ids_normalise_case_and_whitespace():
 
 
 def test_positive_mask_joins_image_and_caption_ids():
-    mask = positive_mask(4, torch.device("cpu"), torch.tensor([0, 0, 1, 2]),
-                         torch.tensor([5, 6, 7, 7]))
+    mask = positive_mask(
+        4, torch.device("cpu"), torch.tensor([0, 0, 1, 2]), torch.tensor([5, 6, 7, 7])
+    )
     expected = torch.tensor([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]]).bool()
     assert torch.equal(mask, expected)
 
@@ -69,14 +70,20 @@ def test_identical_captions_are_not_negatives_in_global_and_mscma():
     cfg = {"global_loss": "triplet_sum", "lambda_mscma": 1.0, "lambda_csmmc": 0.0}
     parts = MSALoss(LossConfig(**cfg))(out, distinct_images, caption_ids=captions)
     _close(parts["global"], SUM_CAPTIONS_01_SAME)
-    rows = (math.log(math.exp(0.9) + math.exp(0.1)) - 0.9  # 0.8 removed
-            + math.log(math.exp(0.6) + math.exp(0.2)) - 0.6  # 0.3 removed
-            + math.log(math.exp(0.5) + math.exp(0.4) + math.exp(0.7)) - 0.7)
+    rows = (
+        math.log(math.exp(0.9) + math.exp(0.1))
+        - 0.9  # 0.8 removed
+        + math.log(math.exp(0.6) + math.exp(0.2))
+        - 0.6  # 0.3 removed
+        + math.log(math.exp(0.5) + math.exp(0.4) + math.exp(0.7))
+        - 0.7
+    )
     _close(parts["mscma"], rows / 3)
     off = MSALoss(LossConfig(**cfg, exclude_same_caption=False))(out, distinct_images, captions)
     _close(off["global"], SUM_ALL)
-    all_rows = sum(torch.logsumexp(out["scores"][0, i], 0) - out["scores"][0, i, i]
-                   for i in range(3))
+    all_rows = sum(
+        torch.logsumexp(out["scores"][0, i], 0) - out["scores"][0, i, i] for i in range(3)
+    )
     _close(off["mscma"], float(all_rows) / 3)
 
 
@@ -120,16 +127,23 @@ def test_infonce_of_coinciding_embeddings_is_log_b():
 
 
 def test_infonce_learnable_temperature_is_a_clamped_parameter():
-    cfg = LossConfig(**ONLY_GLOBAL, global_loss="infonce", infonce_learnable=True,
-                     infonce_temperature=0.1, infonce_max_scale=100.0)
+    cfg = LossConfig(
+        **ONLY_GLOBAL,
+        global_loss="infonce",
+        infonce_learnable=True,
+        infonce_temperature=0.1,
+        infonce_max_scale=100.0,
+    )
     loss = MSALoss(cfg)
     (param,) = list(loss.parameters())
     _close(param, math.log(10))
     assert list(loss.state_dict()) == ["global_term.log_scale"]
     assert list(MSALoss(LossConfig(global_loss="infonce")).parameters()) == []
     gen = torch.Generator().manual_seed(0)
-    out = {"image_embed": torch.randn(6, 8, generator=gen),
-           "text_embed": torch.randn(6, 8, generator=gen)}
+    out = {
+        "image_embed": torch.randn(6, 8, generator=gen),
+        "text_embed": torch.randn(6, 8, generator=gen),
+    }
     (grad,) = torch.autograd.grad(loss(out)["loss"], param)
     assert grad.abs() > 0  # inside the clamp the scale learns
     fixed = {t: InfoNCELoss(t)(out["image_embed"], out["text_embed"]) for t in (0.01, 1.0)}
@@ -151,8 +165,10 @@ def test_config_choices_and_ranges_name_the_key():
         ({"global_loss": "triplet"}, "loss.global_loss: 'triplet' is not one of"),
         ({"hardest_after_epochs": -1}, "loss.hardest_after_epochs: must be >= 0"),
         ({"infonce_temperature": 0.0}, "loss.infonce_temperature: must be > 0"),
-        ({"infonce_learnable": True, "infonce_temperature": 0.005},
-         "loss.infonce_temperature: a learnable temperature starts in [1 / infonce_max_scale"),
+        (
+            {"infonce_learnable": True, "infonce_temperature": 0.005},
+            "loss.infonce_temperature: a learnable temperature starts in [1 / infonce_max_scale",
+        ),
         ({"csmmc_direction": "forward"}, "loss.csmmc_direction: 'forward' is not one of"),
     ]
     for data, message in bad:
@@ -189,8 +205,15 @@ def test_collapsed_triplet_is_2_b_margin_and_detected():
     _close(parts["diag_image_cos"], 1.0, tol=1e-5)
     _close(parts["diag_text_std"], 0.0, tol=1e-5)
     cfg = LossConfig(**ONLY_GLOBAL)
-    rows = [{"epoch": e, "train_loss": float(parts["loss"]), "train_diag_image_cos": 0.5,
-             "train_diag_text_cos": 0.5} for e in (1, 2)]
+    rows = [
+        {
+            "epoch": e,
+            "train_loss": float(parts["loss"]),
+            "train_diag_image_cos": 0.5,
+            "train_diag_text_cos": 0.5,
+        }
+        for e in (1, 2)
+    ]
     assert collapse_reason(rows[:1], cfg, 32) is None  # one epoch is not enough
     reason = collapse_reason(rows, cfg, 32)
     assert reason is not None and reason.startswith("collapsed at epoch 2: global loss 32")
@@ -211,8 +234,10 @@ def test_loss_criterion_needs_two_epochs_within_one_percent():
     assert collapse_reason(rows(32.0, 32.0), msa_on, 32) is None
     parts = [{"train_loss": 230.0, "train_global": v} for v in (32.25, 32.1)]
     assert collapse_reason(parts, msa_on, 32).startswith("collapsed at epoch 2: global loss 32.1")
-    demo = [{"train_loss": 232.4, "train_global": 32.88},
-            {"train_loss": 219.2, "train_global": 32.72}]
+    demo = [
+        {"train_loss": 232.4, "train_global": 32.88},
+        {"train_loss": 219.2, "train_global": 32.72},
+    ]
     assert collapse_reason(demo, msa_on, 32) is None  # the demo's first epochs: it learns later
 
 
@@ -225,8 +250,10 @@ def test_cosine_criterion_needs_both_modalities():
     assert collapse_reason(demo, cfg, 32) is None
     assert collapse_reason([row(0.995, 0.992), row(0.2, 0.2), row(0.995, 0.992)], cfg, 32) is None
     reason = collapse_reason([row(0.5, 0.4), row(0.995, 0.992), row(0.999, 0.998)], cfg, 32)
-    assert reason == ("collapsed at epoch 3: mean pairwise cosine 0.999 (images) and 0.998 "
-                      "(captions) > 0.99 for 2 epochs")
+    assert reason == (
+        "collapsed at epoch 3: mean pairwise cosine 0.999 (images) and 0.998 "
+        "(captions) > 0.99 for 2 epochs"
+    )
     assert collapse_reason([{"train_loss": float("nan")}], cfg, 32) is None
 
 

@@ -17,17 +17,30 @@ def _write(path: Path, data: object) -> Path:
 
 
 def _coco(images: list[tuple[int, str]], captions: list[tuple[int, object]], **extra) -> dict:
-    return {"info": {"description": "RSICD"}, **extra,
-            "images": [{"id": i, "file_name": f, "height": 224, "width": 224} for i, f in images],
-            "annotations": [{"id": k, "image_id": i, "caption": c}
-                            for k, (i, c) in enumerate(captions)]}
+    return {
+        "info": {"description": "RSICD"},
+        **extra,
+        "images": [{"id": i, "file_name": f, "height": 224, "width": 224} for i, f in images],
+        "annotations": [
+            {"id": k, "image_id": i, "caption": c} for k, (i, c) in enumerate(captions)
+        ],
+    }
 
 
 def test_coco_files_per_split(tmp_path: Path) -> None:
-    train = _write(tmp_path / "train.json", _coco(
-        [(7, "airport_1.jpg"), (3, "beach_2.jpg"), (9, "empty.jpg")],
-        [(3, "  Waves on a   sandy beach . "), (7, "many planes ."), (3, "a beach"),
-         (9, ""), (7, "   ")]))
+    train = _write(
+        tmp_path / "train.json",
+        _coco(
+            [(7, "airport_1.jpg"), (3, "beach_2.jpg"), (9, "empty.jpg")],
+            [
+                (3, "  Waves on a   sandy beach . "),
+                (7, "many planes ."),
+                (3, "a beach"),
+                (9, ""),
+                (7, "   "),
+            ],
+        ),
+    )
     test = _write(tmp_path / "test.json", _coco([(7, "bridge_1.jpg")], [(7, "a bridge .")]))
     data, summary = coco_to_karpathy([(train, "train"), (test, "test")], name="rsicd")
     out = write_dataset(data, tmp_path / "out" / "dataset.json")
@@ -39,13 +52,11 @@ def test_coco_files_per_split(tmp_path: Path) -> None:
         ("bridge_1.jpg", "test", ("a bridge .",)),
     ]
     assert summary.images == {"train": 2, "val": 0, "test": 1}
-    assert (summary.captions, summary.empty_captions, summary.images_without_captions) == \
-        (4, 2, 1)
+    assert (summary.captions, summary.empty_captions, summary.images_without_captions) == (4, 2, 1)
     assert "3 images (train 2, val 0, test 1), 4 captions" in summary.describe()
     written = json.loads(out.read_text())
     assert written["dataset"] == "rsicd"
-    assert written["images"][1]["sentences"][0]["tokens"] == ["waves", "on", "a", "sandy",
-                                                              "beach"]
+    assert written["images"][1]["sentences"][0]["tokens"] == ["waves", "on", "a", "sandy", "beach"]
     assert written["images"][1]["sentids"] == [1, 2]
 
 
@@ -69,21 +80,40 @@ def test_coco_split_per_image_and_errors(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="unknown split 'dev'"):
         coco_to_karpathy([(twice, "dev")])
     no_images = _write(tmp_path / "x.json", {"annotations": []})
-    with pytest.raises(DatasetError, match="x.json: expected a top-level object with a list "
-                                           "'images'"):
+    with pytest.raises(
+        DatasetError, match="x.json: expected a top-level object with a list 'images'"
+    ):
         coco_to_karpathy([(no_images, "train")])
 
 
 def test_ucm_style_karpathy_json(tmp_path: Path) -> None:
-    ucm = {"dataset": "ucm", "images": [
-        {"filename": "1.tif", "imgid": 0, "split": "train", "sentids": [0, 1],
-         "sentences": [{"tokens": ["there", "is", "a", "piece", "of", "farmland"],
-                        "raw": "There is a piece of farmland .  ", "imgid": 0, "sentid": 0},
-                       {"tokens": ["green", "farmland"], "imgid": 0, "sentid": 1}]},
-        {"filename": "2.tif", "filepath": "imgs", "split": "restval",
-         "sentences": [{"raw": "a beach ."}]},
-        {"filename": "3.tif", "split": "test", "sentences": [{"raw": " "}]},
-    ]}
+    ucm = {
+        "dataset": "ucm",
+        "images": [
+            {
+                "filename": "1.tif",
+                "imgid": 0,
+                "split": "train",
+                "sentids": [0, 1],
+                "sentences": [
+                    {
+                        "tokens": ["there", "is", "a", "piece", "of", "farmland"],
+                        "raw": "There is a piece of farmland .  ",
+                        "imgid": 0,
+                        "sentid": 0,
+                    },
+                    {"tokens": ["green", "farmland"], "imgid": 0, "sentid": 1},
+                ],
+            },
+            {
+                "filename": "2.tif",
+                "filepath": "imgs",
+                "split": "restval",
+                "sentences": [{"raw": "a beach ."}],
+            },
+            {"filename": "3.tif", "split": "test", "sentences": [{"raw": " "}]},
+        ],
+    }
     data, summary = normalise_karpathy(_write(tmp_path / "dataset_ucm.json", ucm))
     out = write_dataset(data, tmp_path / "dataset.json")
     assert [(r.filename, r.split, r.captions) for r in read_karpathy(out)] == [
@@ -93,8 +123,7 @@ def test_ucm_style_karpathy_json(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["dataset"] == "ucm"
     assert summary.images_without_captions == 1
 
-    unsafe = {"images": [{"filename": "../x.tif", "split": "train",
-                          "sentences": [{"raw": "a"}]}]}
+    unsafe = {"images": [{"filename": "../x.tif", "split": "train", "sentences": [{"raw": "a"}]}]}
     data, _ = normalise_karpathy(_write(tmp_path / "unsafe.json", unsafe))
     with pytest.raises(DatasetError, match=r"bad.json: not written: .*filename contains '..'"):
         write_dataset(data, tmp_path / "bad.json")

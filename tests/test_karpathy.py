@@ -30,28 +30,44 @@ def rsitmd_like(n_train: int = 12, n_test: int = 4) -> dict:
     images = []
     for i in range(n_train + n_test):
         captions = [f"There are {i} boats near the port number {j} ." for j in range(5)]
-        images.append({"filename": f"port_{i}.tif", "imgid": i,
-                       "split": "train" if i < n_train else "test",
-                       "sentences": _sentences(captions), "sentids": list(range(5 * i, 5 * i + 5))})
+        images.append(
+            {
+                "filename": f"port_{i}.tif",
+                "imgid": i,
+                "split": "train" if i < n_train else "test",
+                "sentences": _sentences(captions),
+                "sentids": list(range(5 * i, 5 * i + 5)),
+            }
+        )
     return {"images": images, "dataset": "rsitmd"}
 
 
 def test_rsitmd_layout(tmp_path: Path) -> None:
     records = read_karpathy(_write(tmp_path / "dataset_RSITMD.json", rsitmd_like()))
     assert len(records) == 16
-    assert records[0] == ImageRecord("port_0.tif", "train", tuple(
-        f"There are 0 boats near the port number {j} ." for j in range(5)))
+    assert records[0] == ImageRecord(
+        "port_0.tif",
+        "train",
+        tuple(f"There are 0 boats near the port number {j} ." for j in range(5)),
+    )
     assert [r.split for r in records].count("test") == 4
     assert all(len(r.captions) == 5 for r in records)
 
 
 def test_rsicd_layout_with_val_and_untokenized(tmp_path: Path) -> None:
-    data = {"images": [
-        {"filename": "airport_1.jpg", "split": "train",
-         "sentences": _sentences(["many planes are parked .", "  a plane .  "], tokens=False)},
-        {"filename": "beach_2.jpg", "split": "val", "sentences": _sentences(["a beach ."])},
-        {"filename": "river_3.jpg", "split": "test", "sentences": _sentences(["a river ."])},
-    ]}
+    data = {
+        "images": [
+            {
+                "filename": "airport_1.jpg",
+                "split": "train",
+                "sentences": _sentences(
+                    ["many planes are parked .", "  a plane .  "], tokens=False
+                ),
+            },
+            {"filename": "beach_2.jpg", "split": "val", "sentences": _sentences(["a beach ."])},
+            {"filename": "river_3.jpg", "split": "test", "sentences": _sentences(["a river ."])},
+        ]
+    }
     records = read_karpathy(_write(tmp_path / "dataset_rsicd.json", data))
     assert [r.split for r in records] == ["train", "val", "test"]
     assert records[0].captions == ("many planes are parked .", "a plane .")  # stripped
@@ -60,14 +76,23 @@ def test_rsicd_layout_with_val_and_untokenized(tmp_path: Path) -> None:
 
 
 def test_ucm_layout_one_and_seven_captions_restval(tmp_path: Path) -> None:
-    data = {"images": [
-        {"filename": "agricultural00.tif", "split": "train", "sentences": _sentences(["a"])},
-        {"filename": "agricultural01.tif", "split": "restval",
-         "sentences": _sentences([f"field {j}" for j in range(7)])},
-        {"filename": "beach00.tif", "split": "test", "sentences": _sentences(["b"])},
-        {"filepath": "sub", "filename": "beach01.tif", "split": "test",
-         "sentences": _sentences(["c"])},
-    ]}
+    data = {
+        "images": [
+            {"filename": "agricultural00.tif", "split": "train", "sentences": _sentences(["a"])},
+            {
+                "filename": "agricultural01.tif",
+                "split": "restval",
+                "sentences": _sentences([f"field {j}" for j in range(7)]),
+            },
+            {"filename": "beach00.tif", "split": "test", "sentences": _sentences(["b"])},
+            {
+                "filepath": "sub",
+                "filename": "beach01.tif",
+                "split": "test",
+                "sentences": _sentences(["c"]),
+            },
+        ]
+    }
     records = read_karpathy(_write(tmp_path / "dataset.json", data))
     assert [len(r.captions) for r in records] == [1, 7, 1, 1]
     assert records[1].split == "train"  # restval is training data
@@ -104,29 +129,40 @@ def test_carve_out_small_and_impossible(tmp_path: Path) -> None:
     ("image", "expected"),
     [
         ({"split": "train", "sentences": [{"raw": "x"}]}, "images[1]: missing key 'filename'"),
-        ({"filename": "b.tif", "sentences": [{"raw": "x"}]},
-         "images[1] (b.tif): missing key 'split'"),
+        (
+            {"filename": "b.tif", "sentences": [{"raw": "x"}]},
+            "images[1] (b.tif): missing key 'split'",
+        ),
         ({"filename": "b.tif", "split": "train"}, "images[1] (b.tif): missing key 'sentences'"),
-        ({"filename": "b.tif", "split": "train", "sentences": [{"raw": "x"}, {"tokens": []}]},
-         "images[1] (b.tif): sentences[1]: missing key 'raw'"),
-        ({"filename": "b.tif", "split": "dev", "sentences": [{"raw": "x"}]},
-         "unknown split 'dev'"),
-        ({"filename": "b.tif", "split": "train", "sentences": [{"raw": "  "}]},
-         "sentences[0].raw is an empty caption"),
+        (
+            {"filename": "b.tif", "split": "train", "sentences": [{"raw": "x"}, {"tokens": []}]},
+            "images[1] (b.tif): sentences[1]: missing key 'raw'",
+        ),
+        ({"filename": "b.tif", "split": "dev", "sentences": [{"raw": "x"}]}, "unknown split 'dev'"),
+        (
+            {"filename": "b.tif", "split": "train", "sentences": [{"raw": "  "}]},
+            "sentences[0].raw is an empty caption",
+        ),
         ({"filename": "b.tif", "split": "train", "sentences": []}, "'sentences' is empty"),
-        ({"filename": "../b.tif", "split": "train", "sentences": [{"raw": "x"}]},
-         "contains '..'"),
-        ({"filename": "/etc/b.tif", "split": "train", "sentences": [{"raw": "x"}]},
-         "absolute path"),
-        ({"filename": "C:\\data\\b.tif", "split": "train", "sentences": [{"raw": "x"}]},
-         "absolute path"),
-        ({"filename": "a.tif", "split": "train", "sentences": [{"raw": "x"}]},
-         "images[1] (a.tif): filename already listed as images[0]"),
+        ({"filename": "../b.tif", "split": "train", "sentences": [{"raw": "x"}]}, "contains '..'"),
+        (
+            {"filename": "/etc/b.tif", "split": "train", "sentences": [{"raw": "x"}]},
+            "absolute path",
+        ),
+        (
+            {"filename": "C:\\data\\b.tif", "split": "train", "sentences": [{"raw": "x"}]},
+            "absolute path",
+        ),
+        (
+            {"filename": "a.tif", "split": "train", "sentences": [{"raw": "x"}]},
+            "images[1] (a.tif): filename already listed as images[0]",
+        ),
         ("b.tif", "images[1]: expected an object"),
     ],
 )
-def test_structural_errors_name_file_index_and_key(tmp_path: Path, image: object,
-                                                   expected: str) -> None:
+def test_structural_errors_name_file_index_and_key(
+    tmp_path: Path, image: object, expected: str
+) -> None:
     good = {"filename": "a.tif", "split": "train", "sentences": [{"raw": "x"}]}
     path = _write(tmp_path / "bad.json", {"images": [good, image]})
     with pytest.raises(DatasetError) as info:

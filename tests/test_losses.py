@@ -39,12 +39,20 @@ def test_triplet_same_image_pairs_are_not_negatives():
     text = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6]])
     # sims rows: [1, .6, .8], [1, .6, .8], [0, .8, .6]; positives 1, .6, .6; margin .5
     masked = (
-        (0.5 + 0.8 - 1) + (0.5 + 0.8 - 0.6) + (0.5 + 0.8 - 0.6)  # rows: .3 .7 .7
-        + 0.0 + (0.5 + 0.8 - 0.6) + (0.5 + 0.8 - 0.6)  # columns: 0 .7 .7
+        (0.5 + 0.8 - 1)
+        + (0.5 + 0.8 - 0.6)
+        + (0.5 + 0.8 - 0.6)  # rows: .3 .7 .7
+        + 0.0
+        + (0.5 + 0.8 - 0.6)
+        + (0.5 + 0.8 - 0.6)  # columns: 0 .7 .7
     )
     unmasked = (
-        (0.5 + 0.8 - 1) + (0.5 + 1 - 0.6) + (0.5 + 0.8 - 0.6)  # rows: .3 .9 .7
-        + (0.5 + 1 - 1) + (0.5 + 0.8 - 0.6) + (0.5 + 0.8 - 0.6)  # columns: .5 .7 .7
+        (0.5 + 0.8 - 1)
+        + (0.5 + 1 - 0.6)
+        + (0.5 + 0.8 - 0.6)  # rows: .3 .9 .7
+        + (0.5 + 1 - 1)
+        + (0.5 + 0.8 - 0.6)
+        + (0.5 + 0.8 - 0.6)  # columns: .5 .7 .7
     )
     loss = TripletLoss(0.5)
     _close(loss(image, text, _same([7, 7, 3])), masked)  # 3.1
@@ -56,8 +64,9 @@ def test_triplet_same_image_pairs_are_not_negatives():
     out = {"image_embed": image, "text_embed": text}
     ids = torch.tensor([7, 7, 3])
     _close(MSALoss(LossConfig(**only_triplet))(out, ids)["global"], masked)
-    _close(MSALoss(LossConfig(**only_triplet, exclude_same_image=False))(out, ids)["global"],
-           unmasked)
+    _close(
+        MSALoss(LossConfig(**only_triplet, exclude_same_image=False))(out, ids)["global"], unmasked
+    )
 
 
 # ---- MSCMA ------------------------------------------------------------------------------
@@ -71,7 +80,7 @@ def test_mscma_rows_columns_and_temperature_by_hand():
     col1 = math.log(1 + math.exp(0.2 - 0.7))
     _close(MSCMALoss()(scores), (row0 + row1) / 2)
     _close(MSCMALoss(bidirectional=True)(scores), ((row0 + row1) / 2 + (col0 + col1) / 2) / 2)
-    hot = (math.log(1 + math.exp((0.2 - 0.9) / 0.5)) + math.log(1 + math.exp((0.4 - 0.7) / 0.5)))
+    hot = math.log(1 + math.exp((0.2 - 0.9) / 0.5)) + math.log(1 + math.exp((0.4 - 0.7) / 0.5))
     _close(MSCMALoss(temperature=0.5)(scores), hot / 2)
     two_scales = torch.cat([scores, torch.tensor([[[0.5, 0.5], [0.5, 0.5]]])])
     _close(MSCMALoss()(two_scales), (row0 + row1) / 2 + math.log(2))
@@ -87,8 +96,10 @@ def test_mscma_same_image_removed_from_softmax():
     col0 = math.log(math.exp(0.9) + math.exp(0.5)) - 0.9  # column 0 without image 1
     col1 = math.log(math.exp(0.6) + math.exp(0.4)) - 0.6
     col2 = math.log(math.exp(0.1) + math.exp(0.2) + math.exp(0.7)) - 0.7
-    _close(MSCMALoss(bidirectional=True)(scores, ids),
-           ((row0 + row1 + row2) / 3 + (col0 + col1 + col2) / 3) / 2)
+    _close(
+        MSCMALoss(bidirectional=True)(scores, ids),
+        ((row0 + row1 + row2) / 3 + (col0 + col1 + col2) / 3) / 2,
+    )
 
 
 # ---- CSMMC ------------------------------------------------------------------------------
@@ -143,8 +154,9 @@ def test_csmmc_single_scale_is_zero_and_backpropagates():
 # ---- issue 11's switches: the authors' forms against formulas written here -------------
 
 
-def _csmmc_formula(scores: torch.Tensor, temperature: float, direction: str, divisor: int,
-                   axis: str = "image") -> torch.Tensor:
+def _csmmc_formula(
+    scores: torch.Tensor, temperature: float, direction: str, divisor: int, axis: str = "image"
+) -> torch.Tensor:
     """sum over s < S of sum_ij KL terms / divisor, with P_s = softmax(M_s / T), loop by loop."""
     n_scales, batch, _ = scores.shape
     exp = torch.exp(scores / temperature)
@@ -194,8 +206,12 @@ def test_csmmc_authors_form_is_torch_kl_div_mean_and_by_hand():
     authors = CSMMCLoss(2.0, "image", "student_teacher", "elementwise_mean")
     loss = authors(scores)
     torch.testing.assert_close(loss, expected, atol=1e-6, rtol=0)
-    torch.testing.assert_close(torch.autograd.grad(loss, scores)[0],
-                               torch.autograd.grad(expected, scores)[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        torch.autograd.grad(loss, scores)[0],
+        torch.autograd.grad(expected, scores)[0],
+        atol=1e-6,
+        rtol=0,
+    )
     # 2 x 2 by hand: uniform student vs teacher columns sigmoid(+-.2), KL(student || teacher) / B^2
     two = torch.tensor([[[0.5, 0.5], [0.5, 0.5]], [[0.8, 0.2], [0.4, 0.6]]])
     by_hand = (_kl_two(0.5, _sigmoid(0.2)) + _kl_two(0.5, _sigmoid(-0.2))) / 4
@@ -204,17 +220,22 @@ def test_csmmc_authors_form_is_torch_kl_div_mean_and_by_hand():
     _close(CSMMCLoss(2.0)(two), (_kl_two(_sigmoid(0.2), 0.5) + _kl_two(_sigmoid(-0.2), 0.5)) / 2)
 
 
-def _triplet_formula(image: torch.Tensor, text: torch.Tensor, ids: list[int] | None,
-                     margin: float = 0.5) -> torch.Tensor:
+def _triplet_formula(
+    image: torch.Tensor, text: torch.Tensor, ids: list[int] | None, margin: float = 0.5
+) -> torch.Tensor:
     """Summed hardest-negative triplet, loop by loop; pairs of one id in ``ids`` skipped."""
     batch = len(image)
-    sims = [[torch.dot(image[i] / image[i].norm(), text[j] / text[j].norm())
-             for j in range(batch)] for i in range(batch)]
+    sims = [
+        [torch.dot(image[i] / image[i].norm(), text[j] / text[j].norm()) for j in range(batch)]
+        for i in range(batch)
+    ]
     total = image.new_zeros(())
     for q in range(batch):
         negatives = [k for k in range(batch) if k != q and (ids is None or ids[k] != ids[q])]
-        for cost in ([margin + sims[q][k] - sims[q][q] for k in negatives],  # image q
-                     [margin + sims[k][q] - sims[q][q] for k in negatives]):  # caption q
+        for cost in (
+            [margin + sims[q][k] - sims[q][q] for k in negatives],  # image q
+            [margin + sims[k][q] - sims[q][q] for k in negatives],
+        ):  # caption q
             if cost:
                 total = total + torch.stack(cost).max().clamp(min=0)
     return total
@@ -276,8 +297,11 @@ def test_duplicate_captions_are_finite():
     text[1] = text[0]
     scores = out["scores"].detach().clone()
     scores[:, :, 1] = scores[:, :, 0]
-    out = {"image_embed": out["image_embed"], "text_embed": text.requires_grad_(True),
-           "scores": scores.requires_grad_(True)}
+    out = {
+        "image_embed": out["image_embed"],
+        "text_embed": text.requires_grad_(True),
+        "scores": scores.requires_grad_(True),
+    }
     parts = MSALoss(LossConfig(mscma_bidirectional=True))(out, torch.tensor([0, 1, 2, 3]))
     assert all(torch.isfinite(v) for v in parts.values())
     parts["loss"].backward()

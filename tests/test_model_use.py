@@ -223,7 +223,8 @@ def test_search_cli_caches_the_folder_and_writes_the_page(exported: Path, tmp_pa
     assert lines[-1] == f"[msa] page: {page}"
     text = page.read_text()
     assert [_thumbnail(src) for src in _sources(text)] == [
-        Image.open(folder / r[2]).size for r in ranked  # 32 px images: not scaled up
+        Image.open(folder / r[2]).size
+        for r in ranked  # 32 px images: not scaled up
     ]  # every image inlined: the page can move alone
     known = {r.filename: r.captions for split in load_splits(data).values() for r in split}
     assert all(known[name] for _, _, name in ranked)  # the dataset lists every image

@@ -16,10 +16,18 @@ from tests.conftest import TINY_MODEL
 PRESET = {
     "model": {
         **TINY_MODEL,
-        "image": {**TINY_MODEL["image"], "num_scales": 4, "freeze_backbone": True,
-                  "cache_frozen": True},
-        "text": {**TINY_MODEL["text"], "padding": "max_length", "freeze": True,
-                 "cache_frozen": True},
+        "image": {
+            **TINY_MODEL["image"],
+            "num_scales": 4,
+            "freeze_backbone": True,
+            "cache_frozen": True,
+        },
+        "text": {
+            **TINY_MODEL["text"],
+            "padding": "max_length",
+            "freeze": True,
+            "cache_frozen": True,
+        },
     },
     "loss": {"lambda_mscma": 15.0, "lambda_csmmc": 10.0, "csmmc_temperature": 2.0},
     "optim": {"lr": 1e-3, "weight_decay": 0.1, "warmup_steps": 2},
@@ -63,8 +71,9 @@ def test_on_arms_train_alike_before_and_after() -> None:
     for name in ("on_before", "on"):
         arm_model, loss_fn, optimizer, scheduler, _ = arms[name]
         losses[name] = [
-            train_step(arm_model, loss_fn, b, optimizer, device=torch.device("cpu"),
-                       scheduler=scheduler)
+            train_step(
+                arm_model, loss_fn, b, optimizer, device=torch.device("cpu"), scheduler=scheduler
+            )
             for b in batches
         ]
     for before, after in zip(losses["on_before"], losses["on"], strict=True):
@@ -74,8 +83,9 @@ def test_on_arms_train_alike_before_and_after() -> None:
 
 def test_fused_adamw_matches_the_default_one() -> None:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16),
-                                torch.nn.Linear(16, 4))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4)
+    )
     model.image = SimpleNamespace(backbone=torch.nn.Linear(1, 1))  # build_optimizer's towers
     model.text = SimpleNamespace(encoder=torch.nn.Linear(1, 1))
     cfg = from_dict(OptimConfig, {"lr": 1e-2, "weight_decay": 0.1}, "optim")

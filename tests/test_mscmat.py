@@ -19,8 +19,9 @@ def _module(dim: int, scales: int, heads: int, seed: int = 0, **kwargs) -> MSCMA
     return module
 
 
-def _inputs(scales: int, n_img: int, n_txt: int, length: int, dim: int, masked: bool,
-            seed: int = 1) -> tuple[torch.Tensor, ...]:
+def _inputs(
+    scales: int, n_img: int, n_txt: int, length: int, dim: int, masked: bool, seed: int = 1
+) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(seed)
     image = torch.randn(scales, n_img, dim, generator=gen)
     tokens = torch.randn(n_txt, length, dim, generator=gen)
@@ -76,8 +77,13 @@ MODES = {  # MSCMAT keyword arguments: each reference-code switch alone, then al
     "own_projections": {"in_features": "pooled"},
     "shared_norms": {"shared_norms": True},
     "init": {"init": "reference"},
-    "reference": {"text_global": "normalized", "in_features": "pooled", "shared_norms": True,
-                  "init": "reference", "mask_padding": False},
+    "reference": {
+        "text_global": "normalized",
+        "in_features": "pooled",
+        "shared_norms": True,
+        "init": "reference",
+        "mask_padding": False,
+    },
 }
 
 
@@ -111,8 +117,12 @@ def test_reference_matches_literal_pair_loop():
         for i in range(3):
             for j in range(4):
                 kv = head.norm_kv(tokens[j : j + 1])
-                a, _ = head.attn(head.norm_q(image[s, i : i + 1]).unsqueeze(1), kv, kv,
-                                 key_padding_mask=~mask[j : j + 1].bool())
+                a, _ = head.attn(
+                    head.norm_q(image[s, i : i + 1]).unsqueeze(1),
+                    kv,
+                    kv,
+                    key_padding_mask=~mask[j : j + 1].bool(),
+                )
                 z = (a[0, 0] + glob[j]) * image[s, i]
                 expected[s, i, j] = torch.sigmoid(head.score(z))[0]
     with torch.no_grad():
@@ -130,8 +140,9 @@ def test_padding_is_ignored_when_masked():
     with torch.no_grad():
         assert torch.equal(module(image, tokens, glob, mask), module(image, changed, glob, mask))
         unmasked = _module(16, 2, 2, mask_padding=False)
-        assert not torch.allclose(unmasked(image, tokens, glob, mask),
-                                  unmasked(image, changed, glob, mask))
+        assert not torch.allclose(
+            unmasked(image, tokens, glob, mask), unmasked(image, changed, glob, mask)
+        )
 
 
 def test_range_shape_and_all_padding_caption():
@@ -178,6 +189,7 @@ def _with_path(module: MSCMAT, path: str):
             return m(*args)
         finally:
             m.path = "auto"
+
     return call
 
 
@@ -204,10 +216,12 @@ def test_folded_path_equals_projected_path(case, mode):
     module = _module(dim, scales, heads, **kwargs)
     weights = torch.randn(scales, n_img, n_txt)
     for masked in (mask, None, torch.ones_like(mask)):
-        folded, g_folded = _run(_with_path(module, "folded"), module, image, tokens, glob,
-                                masked, weights)
-        projected, g_proj = _run(_with_path(module, "projected"), module, image, tokens, glob,
-                                 masked, weights)
+        folded, g_folded = _run(
+            _with_path(module, "folded"), module, image, tokens, glob, masked, weights
+        )
+        projected, g_proj = _run(
+            _with_path(module, "projected"), module, image, tokens, glob, masked, weights
+        )
         assert (folded - projected).abs().max() <= TOL
         assert g_folded.keys() == g_proj.keys()
         for name in g_folded:
@@ -222,10 +236,12 @@ def test_folded_path_at_the_lite_preset_shapes():
     tokens, glob = torch.randn(32, 31, 384), torch.randn(32, 384)
     mask = torch.arange(31)[None] < torch.randint(6, 24, (32,))[:, None]
     weights = torch.randn(4, 32, 32)
-    folded, g_folded = _run(_with_path(module, "folded"), module, image, tokens, glob, mask,
-                            weights)
-    projected, g_proj = _run(_with_path(module, "projected"), module, image, tokens, glob, mask,
-                             weights)
+    folded, g_folded = _run(
+        _with_path(module, "folded"), module, image, tokens, glob, mask, weights
+    )
+    projected, g_proj = _run(
+        _with_path(module, "projected"), module, image, tokens, glob, mask, weights
+    )
     assert (folded - projected).abs().max() <= TOL
     for name in g_folded:
         scale = g_proj[name].abs().max().clamp(min=1.0)
@@ -237,11 +253,13 @@ def test_folded_path_draws_the_same_dropout():
     image, tokens, glob, mask = _inputs(3, 4, 5, 6, 16, masked=True)
     weights = torch.randn(3, 4, 5)
     torch.manual_seed(7)
-    folded, g_folded = _run(_with_path(module, "folded"), module, image, tokens, glob, mask,
-                            weights)
+    folded, g_folded = _run(
+        _with_path(module, "folded"), module, image, tokens, glob, mask, weights
+    )
     torch.manual_seed(7)
-    projected, g_proj = _run(_with_path(module, "projected"), module, image, tokens, glob, mask,
-                             weights)
+    projected, g_proj = _run(
+        _with_path(module, "projected"), module, image, tokens, glob, mask, weights
+    )
     torch.manual_seed(8)
     other, _ = _run(_with_path(module, "folded"), module, image, tokens, glob, mask, weights)
     assert (folded - projected).abs().max() <= TOL

@@ -12,8 +12,12 @@ from tests.conftest import TINY_MODEL
 
 CAPTIONS = ["a red plane on the runway", "a river with a bridge", "farmland and a yellow car"]
 TOKENIZER = tokenizer_from_json(train_wordpiece(CAPTIONS * 4, 200).to_str())
-TEXT = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2,
-        "intermediate_size": 64}
+TEXT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
 
 
 def model(image: dict | None = None, text: dict | None = None, seed: int = 0) -> MSAModel:
@@ -30,8 +34,11 @@ def model(image: dict | None = None, text: dict | None = None, seed: int = 0) ->
 @pytest.mark.parametrize("k_image,k_text", [(1, 1), (2, 2), (0, 0)])
 def test_cut_towers_compute_the_whole_forward(k_image: int, k_text: int, cache: bool) -> None:
     whole = model()
-    cut = model({"trainable_stages": k_image, "cache_frozen": cache},
-                {"trainable_layers": k_text, "cache_frozen": cache}, seed=1)
+    cut = model(
+        {"trainable_stages": k_image, "cache_frozen": cache},
+        {"trainable_layers": k_text, "cache_frozen": cache},
+        seed=1,
+    )
     cut.load_state_dict(whole.state_dict())
     whole.eval(), cut.eval()
     images, tokens = torch.randn(3, 3, 32, 32), whole.tokenize(CAPTIONS)
@@ -44,22 +51,36 @@ def test_cut_towers_compute_the_whole_forward(k_image: int, k_text: int, cache: 
 
 
 def test_only_the_top_gets_gradients_and_the_bottom_keeps_its_statistics() -> None:
-    cut = model({"trainable_stages": 2, "cache_frozen": True},
-                {"trainable_layers": 1, "cache_frozen": True})
+    cut = model(
+        {"trainable_stages": 2, "cache_frozen": True}, {"trainable_layers": 1, "cache_frozen": True}
+    )
     cut.train()
     bottom = dict(cut.image.frozen_modules())
-    assert list(bottom) == ["backbone.conv1.0", "backbone.conv1.1", "backbone.conv1.2",
-                            "backbone.conv1.3", "backbone.conv1.4", "backbone.conv1.5",
-                            "backbone.conv1.6", "backbone.bn1", "backbone.act1",
-                            "backbone.maxpool", "backbone.layer1.0", "backbone.layer2.0"]
+    assert list(bottom) == [
+        "backbone.conv1.0",
+        "backbone.conv1.1",
+        "backbone.conv1.2",
+        "backbone.conv1.3",
+        "backbone.conv1.4",
+        "backbone.conv1.5",
+        "backbone.conv1.6",
+        "backbone.bn1",
+        "backbone.act1",
+        "backbone.maxpool",
+        "backbone.layer1.0",
+        "backbone.layer2.0",
+    ]
     assert not cut.image.backbone.bn1.training and cut.image.backbone.layer3[0].bn1.training
     stats = {k: v.clone() for k, v in cut.image.backbone.bn1.state_dict().items()}
     out = cut(torch.randn(3, 3, 32, 32), **cut.tokenize(CAPTIONS))
     (out["scores"].sum() + out["image_embed"].sum() + out["text_embed"].sum()).backward()
     moved: dict[str, float] = {}
     for name, param in cut.named_parameters():
-        text_bottom = ("text.encoder.embeddings.", "text.encoder.encoder.layer.0.",
-                       "text.encoder.encoder.layer.1.")
+        text_bottom = (
+            "text.encoder.embeddings.",
+            "text.encoder.encoder.layer.0.",
+            "text.encoder.encoder.layer.1.",
+        )
         trained = not any(name.startswith(f"image.{n}.") for n in bottom) and not any(
             name.startswith(p) for p in text_bottom
         )
@@ -68,8 +89,11 @@ def test_only_the_top_gets_gradients_and_the_bottom_keeps_its_statistics() -> No
         part = ".".join(name.split(".")[:4])
         if trained:
             moved[part] = moved.get(part, 0.0) + float(param.grad.abs().sum())
-    for part in ("image.backbone.layer3.0", "image.backbone.layer4.0",
-                 "text.encoder.encoder.layer"):
+    for part in (
+        "image.backbone.layer3.0",
+        "image.backbone.layer4.0",
+        "text.encoder.encoder.layer",
+    ):
         assert moved[part] > 0, part
     for key, value in cut.image.backbone.bn1.state_dict().items():
         assert torch.equal(value, stats[key]), key
@@ -90,10 +114,14 @@ def test_frozen_bn_stats_keep_the_running_statistics_of_trained_stages() -> None
 
 
 def test_k0_is_the_frozen_alias_with_the_same_memo_file(tmp_path) -> None:
-    old = model({"freeze_backbone": True, "cache_frozen": True},
-                {"freeze": True, "cache_frozen": True})
-    new = model({"trainable_stages": 0, "cache_frozen": True},
-                {"trainable_layers": 0, "cache_frozen": True}, seed=1)
+    old = model(
+        {"freeze_backbone": True, "cache_frozen": True}, {"freeze": True, "cache_frozen": True}
+    )
+    new = model(
+        {"trainable_stages": 0, "cache_frozen": True},
+        {"trainable_layers": 0, "cache_frozen": True},
+        seed=1,
+    )
     new.load_state_dict(old.state_dict())
     for m in (old, new):
         m.cfg.frozen_cache_dir = str(tmp_path)
@@ -112,11 +140,17 @@ def test_k0_is_the_frozen_alias_with_the_same_memo_file(tmp_path) -> None:
 @pytest.mark.parametrize(
     "image,text,message",
     [
-        ({"trainable_stages": 1, "freeze_backbone": True}, {},
-         "model.image.freeze_backbone: True contradicts trainable_stages: 1"),
+        (
+            {"trainable_stages": 1, "freeze_backbone": True},
+            {},
+            "model.image.freeze_backbone: True contradicts trainable_stages: 1",
+        ),
         ({}, {"trainable_layers": -1}, "model.text.trainable_layers: must be >= 0 or 'all'"),
-        ({"trainable_stages": "all", "cache_frozen": True}, {},
-         "model.image.cache_frozen: needs a frozen part"),
+        (
+            {"trainable_stages": "all", "cache_frozen": True},
+            {},
+            "model.image.cache_frozen: needs a frozen part",
+        ),
         ({"trainable_stages": "some"}, {}, "model.image.trainable_stages: 'some' matches none"),
     ],
 )
@@ -127,5 +161,11 @@ def test_bad_trainable_settings_name_the_key(image: dict, text: dict, message: s
 
 def test_a_backbone_that_is_not_a_chain_is_refused() -> None:
     with pytest.raises(ConfigError, match="model.image.trainable_stages: timm model 'vit_tiny"):
-        model({"backbone": "vit_tiny_patch16_224", "backbone_kwargs": {"img_size": 32},
-               "trainable_stages": 1, "num_scales": 1})
+        model(
+            {
+                "backbone": "vit_tiny_patch16_224",
+                "backbone_kwargs": {"img_size": 32},
+                "trainable_stages": 1,
+                "num_scales": 1,
+            }
+        )

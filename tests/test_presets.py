@@ -59,12 +59,16 @@ def test_a_chain_of_bases_resolves_relative_to_each_file(tmp_path: Path) -> None
 
 
 def test_a_bare_base_name_falls_back_to_the_shipped_presets(tmp_path: Path) -> None:
-    mine = write_yaml(tmp_path / "mine.yaml", {"base": "demo.yaml", "name": "mine",
-                                               "train": {"epochs": 1}})
+    mine = write_yaml(
+        tmp_path / "mine.yaml", {"base": "demo.yaml", "name": "mine", "train": {"epochs": 1}}
+    )
     exp, demo = load_experiment(mine), load_experiment(SEARCH_SPACES / "demo.yaml")
     assert (exp.name, exp.train.epochs) == ("mine", 1)
-    assert exp.to_dict() == {**demo.to_dict(), "name": "mine",
-                             "train": {**demo.to_dict()["train"], "epochs": 1}}
+    assert exp.to_dict() == {
+        **demo.to_dict(),
+        "name": "mine",
+        "train": {**demo.to_dict()["train"], "epochs": 1},
+    }
 
 
 def test_errors_name_the_file(tmp_path: Path) -> None:
@@ -123,8 +127,9 @@ def test_shipped_presets_differ_from_their_base_in_name_and_data(child: str, bas
     a, b = ours.to_dict(), theirs.to_dict()
     assert {k for k in a if a[k] != b[k]} == {"name", "data"}
     changed = {k for k in a["data"] if a["data"][k] != b["data"][k]}
-    assert changed == ({"json", "images", "test_fraction"} if "lite" in child
-                       else {"json", "images"})
+    assert changed == (
+        {"json", "images", "test_fraction"} if "lite" in child else {"json", "images"}
+    )
     assert list(a["search"]["space"]) == list(b["search"]["space"])  # same order: same trials
 
 

@@ -27,8 +27,12 @@ CAPTIONS = [
     "farmland with a yellow car on the road in the upper left",
     "dense residential blocks and four storage tanks",
 ]
-ALL_REFERENCE = {"text_global": "normalized", "own_projections": True, "shared_norms": True,
-                 "mask_padding": False}
+ALL_REFERENCE = {
+    "text_global": "normalized",
+    "own_projections": True,
+    "shared_norms": True,
+    "mask_padding": False,
+}
 
 
 def _layer_norm(x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
@@ -37,9 +41,18 @@ def _layer_norm(x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
 
 
-def _expected(module: MSCMAT, image, tokens, glob, mask, *, text_global: str = "raw",
-              own_projections: bool = False, shared_norms: bool = False,
-              mask_padding: bool = True) -> torch.Tensor:
+def _expected(
+    module: MSCMAT,
+    image,
+    tokens,
+    glob,
+    mask,
+    *,
+    text_global: str = "raw",
+    own_projections: bool = False,
+    shared_norms: bool = False,
+    mask_padding: bool = True,
+) -> torch.Tensor:
     """score[s, i, j] = sigmoid(w_s . ((W_o a + b_o + t_j) * v_s(i)) + c_s), pair by pair."""
     n_scales, n_txt, length = len(image), tokens.shape[0], tokens.shape[1]
     n_img, dim = image[0].shape[0], module.embed_dim
@@ -70,8 +83,11 @@ def _expected(module: MSCMAT, image, tokens, glob, mask, *, text_global: str = "
                     weights = torch.exp(logits - logits.max())
                     parts.append((weights / weights.sum()) @ values[real, sl])
                 attended = attn.out_proj.weight @ torch.cat(parts) + attn.out_proj.bias
-                t = glob[j] / torch.sqrt((glob[j] ** 2).sum()) if text_global == "normalized" \
+                t = (
+                    glob[j] / torch.sqrt((glob[j] ** 2).sum())
+                    if text_global == "normalized"
                     else glob[j]
+                )
                 logit = head.score.weight[0] @ ((attended + t) * v) + head.score.bias[0]
                 scores.append(1 / (1 + torch.exp(-logit)))
     return torch.stack(scores).view(n_scales, n_img, n_txt)
@@ -84,16 +100,29 @@ def _perturbed(module: MSCMAT) -> MSCMAT:
     return module.eval()
 
 
-def _setup(switches: dict, scales: int = 3, n_img: int = 3, n_txt: int = 4, length: int = 6,
-           dim: int = 16, heads: int = 4) -> tuple[MSCMAT, list, torch.Tensor, ...]:
+def _setup(
+    switches: dict,
+    scales: int = 3,
+    n_img: int = 3,
+    n_txt: int = 4,
+    length: int = 6,
+    dim: int = 16,
+    heads: int = 4,
+) -> tuple[MSCMAT, list, torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(1)
     widths = [5 + 3 * s for s in range(scales)] if switches.get("own_projections") else None
     torch.manual_seed(0)
-    module = _perturbed(MSCMAT(
-        dim, scales, heads, mask_padding=switches.get("mask_padding", True),
-        text_global=switches.get("text_global", "raw"), in_features=widths,
-        shared_norms=switches.get("shared_norms", False),
-    ))
+    module = _perturbed(
+        MSCMAT(
+            dim,
+            scales,
+            heads,
+            mask_padding=switches.get("mask_padding", True),
+            text_global=switches.get("text_global", "raw"),
+            in_features=widths,
+            shared_norms=switches.get("shared_norms", False),
+        )
+    )
     image = [torch.randn(n_img, w, generator=gen) for w in (widths or [dim] * scales)]
     tokens = torch.randn(n_txt, length, dim, generator=gen)
     glob = 5.0 * torch.randn(n_txt, dim, generator=gen)  # norm ~20: normalising matters
@@ -126,16 +155,21 @@ def test_switch_matches_formula_with_gradients(name: str) -> None:
     got = module(image, tokens, glob, mask)
     assert got.shape == expected.shape == (3, 3, 4)
     assert (got - expected).abs().max() <= TOL
-    for g_got, g_exp in zip(_grads(got, module, leaves), _grads(expected, module, leaves),
-                            strict=True):
+    for g_got, g_exp in zip(
+        _grads(got, module, leaves), _grads(expected, module, leaves), strict=True
+    ):
         assert (g_got - g_exp).abs().max() <= TOL
 
 
 def test_text_global_switch_changes_only_the_global_term() -> None:
     """normalized - raw = sigmoid^-1 difference w_s . ((t/|t| - t) * v_s(i)), per pair."""
     module, image, tokens, glob, mask = _setup({})
-    module, image, tokens, glob = module.double(), [x.double() for x in image], tokens.double(), \
-        glob.double()
+    module, image, tokens, glob = (
+        module.double(),
+        [x.double() for x in image],
+        tokens.double(),
+        glob.double(),
+    )
     raw = module(image, tokens, glob, mask)
     module.normalize_text_global = True
     normalized = module(image, tokens, glob, mask)
@@ -147,8 +181,16 @@ def test_text_global_switch_changes_only_the_global_term() -> None:
 
 def test_reference_mode_fast_equals_pair_by_pair_path_with_gradients() -> None:
     torch.manual_seed(3)
-    module = MSCMAT(24, 4, 12, mask_padding=False, text_global="normalized",
-                    in_features=[8, 16, 32, 64], shared_norms=True, init="reference").train()
+    module = MSCMAT(
+        24,
+        4,
+        12,
+        mask_padding=False,
+        text_global="normalized",
+        in_features=[8, 16, 32, 64],
+        shared_norms=True,
+        init="reference",
+    ).train()
     gen = torch.Generator().manual_seed(4)
     image = [torch.randn(5, c, generator=gen, requires_grad=True) for c in (8, 16, 32, 64)]
     tokens = torch.randn(6, 30, 24, generator=gen, requires_grad=True)
@@ -158,17 +200,22 @@ def test_reference_mode_fast_equals_pair_by_pair_path_with_gradients() -> None:
     fast = module(image, tokens, glob, mask)
     ref = mscmat_reference(module, image, tokens, glob, mask)
     assert (fast - ref).abs().max() <= TOL
-    for g_fast, g_ref in zip(_grads(fast, module, leaves), _grads(ref, module, leaves),
-                             strict=True):
+    for g_fast, g_ref in zip(
+        _grads(fast, module, leaves), _grads(ref, module, leaves), strict=True
+    ):
         assert (g_fast - g_ref).abs().max() <= TOL
 
 
 def test_shared_norms_hold_one_pair_for_all_scales() -> None:
-    norms = {n for n, m in MSCMAT(16, 4, 2, shared_norms=True).named_modules()
-             if isinstance(m, torch.nn.LayerNorm)}
+    norms = {
+        n
+        for n, m in MSCMAT(16, 4, 2, shared_norms=True).named_modules()
+        if isinstance(m, torch.nn.LayerNorm)
+    }
     assert norms == {"norm_q", "norm_kv"}
-    per_scale = {n for n, m in MSCMAT(16, 4, 2).named_modules()
-                 if isinstance(m, torch.nn.LayerNorm)}
+    per_scale = {
+        n for n, m in MSCMAT(16, 4, 2).named_modules() if isinstance(m, torch.nn.LayerNorm)
+    }
     assert per_scale == {f"heads.{s}.{k}" for s in range(4) for k in ("norm_q", "norm_kv")}
 
 
@@ -197,8 +244,15 @@ def test_reference_init_is_the_authors_normal_init() -> None:
 
 def _tiny_model(**mscmat: object) -> MSAModel:
     text = {**TINY_MODEL["text"], "max_length": 31, "padding": "max_length"}
-    cfg = from_dict(ModelConfig, {**TINY_MODEL, "image": {**TINY_MODEL["image"], "num_scales": 4},
-                                  "text": text, "mscmat": {"num_heads": 2, **mscmat}})
+    cfg = from_dict(
+        ModelConfig,
+        {
+            **TINY_MODEL,
+            "image": {**TINY_MODEL["image"], "num_scales": 4},
+            "text": text,
+            "mscmat": {"num_heads": 2, **mscmat},
+        },
+    )
     return MSAModel(cfg, tokenizer_from_json(train_wordpiece(CAPTIONS, 200).to_str()))
 
 
@@ -261,18 +315,41 @@ def test_reference_yaml_holds_the_authors_run(filename: str) -> None:
     model, loss, optim = exp.model, exp.loss, exp.optim
     assert model.embed_dim == 768 and model.mscmat.num_heads == 12
     assert (model.image.backbone, model.image.pretrained, model.image.num_scales) == (
-        "resnet50.tv_in1k", True, 4)
+        "resnet50.tv_in1k",
+        True,
+        4,
+    )
     assert (model.text.name, model.text.max_length, model.text.padding) == (
-        "bert-base-uncased", 31, "max_length")
-    assert (model.mscmat.text_global, model.mscmat.own_projections, model.mscmat.shared_norms,
-            model.mscmat.init, model.mscmat.mask_padding) == (
-        "normalized", True, True, "reference", False)
-    assert (loss.csmmc_direction, loss.csmmc_reduction, loss.exclude_same_image,
-            loss.exclude_same_caption) == ("student_teacher", "elementwise_mean", False, False)
+        "bert-base-uncased",
+        31,
+        "max_length",
+    )
+    assert (
+        model.mscmat.text_global,
+        model.mscmat.own_projections,
+        model.mscmat.shared_norms,
+        model.mscmat.init,
+        model.mscmat.mask_padding,
+    ) == ("normalized", True, True, "reference", False)
+    assert (
+        loss.csmmc_direction,
+        loss.csmmc_reduction,
+        loss.exclude_same_image,
+        loss.exclude_same_caption,
+    ) == ("student_teacher", "elementwise_mean", False, False)
     assert (loss.lambda_mscma, loss.lambda_csmmc, loss.csmmc_temperature, loss.margin) == (
-        15.0, 10.0, 2.0, 0.5)
+        15.0,
+        10.0,
+        2.0,
+        0.5,
+    )
     assert (optim.lr, optim.head_lr, optim.weight_decay, optim.schedule, optim.amp) == (
-        1e-5, None, 0.1, "constant", "none")
+        1e-5,
+        None,
+        0.1,
+        "constant",
+        "none",
+    )
     assert optim.decay_norms_and_biases is True
     assert (exp.data.image_size, exp.data.augment, exp.data.resize) == (224, [], "bilinear")
     assert (exp.train.batch_size, exp.train.epochs) == (32, 60)
@@ -288,10 +365,19 @@ def test_reference_model_with_tiny_towers_trains_one_step() -> None:
     exp = parse_experiment(raw, "rsitmd_reference.yaml")
     model_raw = raw["model"]
     model_raw["embed_dim"] = 24  # 12 heads of width 2; BERT hidden 24: no text projection
-    model_raw["image"] = {**model_raw["image"], **TINY_MODEL["image"], "num_scales": 4,
-                          "backbone": "resnet10t", "pretrained": False}
-    model_raw["text"] = {**model_raw["text"], "name": None, "vocab_size": 200,
-                         "config": {**TINY_MODEL["text"]["config"], "hidden_size": 24}}
+    model_raw["image"] = {
+        **model_raw["image"],
+        **TINY_MODEL["image"],
+        "num_scales": 4,
+        "backbone": "resnet10t",
+        "pretrained": False,
+    }
+    model_raw["text"] = {
+        **model_raw["text"],
+        "name": None,
+        "vocab_size": 200,
+        "config": {**TINY_MODEL["text"]["config"], "hidden_size": 24},
+    }
     cfg = from_dict(ModelConfig, model_raw, "model")
     torch.manual_seed(0)
     model = MSAModel(cfg, tokenizer_from_json(train_wordpiece(CAPTIONS, 200).to_str())).train()
@@ -304,8 +390,9 @@ def test_reference_model_with_tiny_towers_trains_one_step() -> None:
     parts = MSALoss(exp.loss)(out, torch.tensor([0, 0, 1, 2]))
     assert torch.isfinite(parts["loss"])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=exp.optim.lr,
-                                  weight_decay=exp.optim.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=exp.optim.lr, weight_decay=exp.optim.weight_decay
+    )
     optimizer.zero_grad()
     parts["loss"].backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]

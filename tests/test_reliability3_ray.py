@@ -113,9 +113,7 @@ def test_cpus_the_cluster_never_has_refused(synth_data: Path, tmp_path: Path) ->
 
 
 @pytest.mark.slow  # ~100 s (Train starts its workers twice); the unwrapping is unit-tested too
-def test_train_with_broken_weights_fails_once_in_one_line(
-    synth_data: Path, tmp_path: Path
-) -> None:
+def test_train_with_broken_weights_fails_once_in_one_line(synth_data: Path, tmp_path: Path) -> None:
     weights = tmp_path / "weights.pt"
     weights.write_bytes(b"not a state dict")
     raw = tiny_experiment(synth_data, name="bad")

@@ -43,11 +43,13 @@ def test_dataset_is_deterministic(tmp_path: Path) -> None:
     for i in (0, 7, 29):
         name = f"images/synth_{i:05d}.png"
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert (tmp_path / "a/images/synth_00000.png").read_bytes() != \
-        (tmp_path / "c/images/synth_00000.png").read_bytes()
+    assert (tmp_path / "a/images/synth_00000.png").read_bytes() != (
+        tmp_path / "c/images/synth_00000.png"
+    ).read_bytes()
     # image i of a seed does not depend on how many images are written
-    assert (tmp_path / "a/images/synth_00004.png").read_bytes() == \
-        (small.parent / "images/synth_00004.png").read_bytes()
+    assert (tmp_path / "a/images/synth_00004.png").read_bytes() == (
+        small.parent / "images/synth_00004.png"
+    ).read_bytes()
 
 
 def test_dataset_layout_and_splits(tmp_path: Path) -> None:
@@ -80,8 +82,13 @@ def test_no_val_split_and_bad_arguments(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("size", [32, 64, 96])
 def test_captions_mention_what_was_drawn(size: int) -> None:
-    seen: dict[str, set] = {"covers": set(), "objects": set(), "structures": set(),
-                            "counts": set(), "locations": set()}
+    seen: dict[str, set] = {
+        "covers": set(),
+        "objects": set(),
+        "structures": set(),
+        "counts": set(),
+        "locations": set(),
+    }
     for i in range(60 if size == 64 else 15):
         rng = np.random.default_rng([5, i])
         image, scene = generate_scene(rng, size)
@@ -100,15 +107,18 @@ def test_captions_mention_what_was_drawn(size: int) -> None:
             word = {"buildings": "building"}.get(scene.structure, scene.structure)
             assert _has(text, word) or _has(text, word + "s"), (scene.structure, text)
         if scene.relation is None:
-            assert all(any(_has(c, p) for p in LOCATION_PHRASES[scene.location])
-                       for c in captions)
+            assert all(any(_has(c, p) for p in LOCATION_PHRASES[scene.location]) for c in captions)
         # every object is drawn where the description says, in its colour
         pixels = np.asarray(image)
         assert len(scene.positions) == scene.count
         for x, y in scene.positions:
             assert tuple(pixels[y, x]) == COLORS[scene.color], (i, scene)
-            near = {"upper": y < 0.42 * size, "lower": y >= 0.58 * size,
-                    "left": x < 0.42 * size, "right": x >= 0.58 * size}
+            near = {
+                "upper": y < 0.42 * size,
+                "lower": y >= 0.58 * size,
+                "left": x < 0.42 * size,
+                "right": x >= 0.58 * size,
+            }
             if scene.location == "center":
                 assert 0.3 * size <= x < 0.7 * size and 0.3 * size <= y < 0.7 * size
             else:
@@ -149,8 +159,9 @@ def test_refuses_existing_folders_unless_overwriting_its_own(tmp_path: Path) -> 
     assert (out / "dataset.json").read_bytes() == before
     (out / "README.txt").write_text("kept")
     write_synthetic_dataset(out, num_images=3, size=32, seed=1, overwrite=True)
-    assert sorted(p.name for p in (out / "images").iterdir()) == \
-        [f"synth_{i:05d}.png" for i in range(3)]  # the 3 images of the old run beyond 3 removed
+    assert sorted(p.name for p in (out / "images").iterdir()) == [
+        f"synth_{i:05d}.png" for i in range(3)
+    ]  # the 3 images of the old run beyond 3 removed
     assert json.loads((out / "dataset.json").read_text())["generator"]["seed"] == 1
     assert (out / "README.txt").read_text() == "kept"
 

@@ -180,9 +180,7 @@ def test_tune_writes_consistent_results(tuned: Path) -> None:
             checkpoint = out / run["checkpoint"]  # relative to the results folder
             record = json.loads((checkpoint.parent / "checkpoints.json").read_text())
             latest = max(record["checkpoints"], key=lambda e: e["epoch"])["name"]
-            history = json.loads(
-                (checkpoint.parent / latest / "meta.json").read_text()
-            )
+            history = json.loads((checkpoint.parent / latest / "meta.json").read_text())
             scores = [epoch["val_mr"] for epoch in history["history"]]
             assert len(scores) == 2 and run["epoch"] == 1 + scores.index(max(scores))
             for key in KEYS:
@@ -349,8 +347,13 @@ def test_final_retrain_on_train_plus_val(synth_data: Path, tmp_path: Path) -> No
     exp["train"]["epochs"] = 1
     exp["model"] = {**exp["model"], "frozen_cache_dir": str(tmp_path / "memo")}  # the image
     exp["model"]["image"] = {**exp["model"]["image"], "trainable_stages": 1, "cache_frozen": True}
-    exp["model"]["text"] = {**exp["model"]["text"], "trainable_layers": 0, "cache_frozen": True,
-                            "padding": "max_length", "max_length": 16}  # top trains, memo shared
+    exp["model"]["text"] = {
+        **exp["model"]["text"],
+        "trainable_layers": 0,
+        "cache_frozen": True,
+        "padding": "max_length",
+        "max_length": 16,
+    }  # top trains, memo shared
     write_yaml(tmp_path / "retrain.yaml", exp)
     proc = msa("tune", "retrain.yaml", "--num-cpus", "2", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

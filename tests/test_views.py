@@ -77,8 +77,9 @@ def test_importances_name_their_method_and_trial_count(tmp_path: Path) -> None:
     table = pd.DataFrame(
         {
             "trial_id": [f"t{i}" for i in range(6)],
-            "params": [json.dumps({"loss.margin": i / 6, "optim.lr": 1e-4 * (i + 1)})
-                       for i in range(6)],  # fmt: skip
+            "params": [
+                json.dumps({"loss.margin": i / 6, "optim.lr": 1e-4 * (i + 1)}) for i in range(6)
+            ],  # fmt: skip
             "best_val_mr": [float(i * i) for i in range(6)],
         }
     )
@@ -184,7 +185,10 @@ def test_tensorboard_holds_statuses_and_the_final_stage(tmp_path: Path) -> None:
                                          "baseline_seed2"]  # fmt: skip
     values, status = _hparams(tmp_path / "final" / "baseline_seed2")
     assert (values["stage"], values["candidate"], values["seed"], values["baseline"]) == (
-        "final", "baseline", 2.0, True
+        "final",
+        "baseline",
+        2.0,
+        True,
     )
     assert (values["status"], values["model.image.num_scales"], status) == ("COMPLETE", "3", 1)
     for name, seed in (("rank1_seed1", 1), ("baseline_seed2", 2)):

@@ -20,9 +20,11 @@ def foreign_state_dict(counters: bool = True) -> tuple[dict[str, torch.Tensor], 
     """The weights of a random ``BACKBONE`` under other key names, in the same order."""
     torch.manual_seed(0)
     source = timm.create_model(BACKBONE)
-    renamed = {f"_net.{i}.{key.rsplit('.', 1)[-1]}": value
-               for i, (key, value) in enumerate(source.state_dict().items())
-               if counters or not key.endswith("num_batches_tracked")}
+    renamed = {
+        f"_net.{i}.{key.rsplit('.', 1)[-1]}": value
+        for i, (key, value) in enumerate(source.state_dict().items())
+        if counters or not key.endswith("num_batches_tracked")
+    }
     return renamed, source
 
 
@@ -38,12 +40,17 @@ def make_package(root: Path, name: str, files: dict[str, bytes]) -> None:
 def test_remap_loads_every_backbone_tensor(tmp_path: Path, counters: bool) -> None:
     renamed, source = foreign_state_dict(counters)
     torch.save(renamed, tmp_path / "foreign.pth")
-    cfg = ImageTowerConfig(backbone=BACKBONE, weights_file=str(tmp_path / "foreign.pth"),
-                           weights_remap=True, num_scales=2)
+    cfg = ImageTowerConfig(
+        backbone=BACKBONE,
+        weights_file=str(tmp_path / "foreign.pth"),
+        weights_remap=True,
+        num_scales=2,
+    )
     backbone = ImageTower(cfg, 16).backbone
     expected = source.state_dict()
-    loaded = {k: v for k, v in backbone.state_dict().items()
-              if not k.endswith("num_batches_tracked")}
+    loaded = {
+        k: v for k, v in backbone.state_dict().items() if not k.endswith("num_batches_tracked")
+    }
     assert len(loaded) > 20
     for key, value in loaded.items():
         assert torch.equal(value, expected[key]), key
@@ -52,8 +59,9 @@ def test_remap_loads_every_backbone_tensor(tmp_path: Path, counters: bool) -> No
 def test_foreign_keys_without_remap_name_the_first_missing_tensor(tmp_path: Path) -> None:
     renamed, _ = foreign_state_dict()
     torch.save(renamed, tmp_path / "foreign.pth")
-    cfg = ImageTowerConfig(backbone=BACKBONE, weights_file=str(tmp_path / "foreign.pth"),
-                           num_scales=2)
+    cfg = ImageTowerConfig(
+        backbone=BACKBONE, weights_file=str(tmp_path / "foreign.pth"), num_scales=2
+    )
     with pytest.raises(ConfigError) as err:
         ImageTower(cfg, 16)
     message = str(err.value)
@@ -69,20 +77,30 @@ def test_remap_reports_the_first_shape_mismatch_and_count_mismatch() -> None:
     keys = list(renamed)
     swapped = dict(renamed)
     swapped[keys[0]], swapped[keys[1]] = renamed[keys[1]], renamed[keys[0]]  # stem <-> bn weight
-    with pytest.raises(ConfigError, match=r"tensor 0 is _net\.0\.weight \(\d+,\) in the file but "
-                                          r"conv_stem\.weight \(\d+, 3, 3, 3\) in the model"):
+    with pytest.raises(
+        ConfigError,
+        match=r"tensor 0 is _net\.0\.weight \(\d+,\) in the file but "
+        r"conv_stem\.weight \(\d+, 3, 3, 3\) in the model",
+    ):
         remap_by_order(dict(zip(keys, swapped.values(), strict=True)), model, "f.pth")
     shorter = dict(list(renamed.items())[:-2])  # the classifier's weight and bias dropped
-    with pytest.raises(ConfigError, match=r"f\.pth has \d+ weight tensors, the backbone \d+; "
-                                          r"the file ends before classifier\.weight"):
+    with pytest.raises(
+        ConfigError,
+        match=r"f\.pth has \d+ weight tensors, the backbone \d+; "
+        r"the file ends before classifier\.weight",
+    ):
         remap_by_order(shorter, model, "f.pth")
 
 
 def test_weights_file_that_is_not_a_state_dict(tmp_path: Path) -> None:
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match=r"weights_file: cannot read .*bad\.pth as a state dict"):
-        ImageTower(ImageTowerConfig(backbone=BACKBONE, weights_file=str(tmp_path / "bad.pth"),
-                                    num_scales=2), 16)
+        ImageTower(
+            ImageTowerConfig(
+                backbone=BACKBONE, weights_file=str(tmp_path / "bad.pth"), num_scales=2
+            ),
+            16,
+        )
 
 
 def test_pkg_resolver_finds_files_and_explains_misses(
@@ -115,16 +133,32 @@ def test_packaged_weights_and_text_model_load_by_pkg_url(
 
     renamed, source = foreign_state_dict()
     torch.save(renamed, tmp_path / "w.pth")
-    make_package(tmp_path / "site", "msa_fake_pretrained", {"w.pth": (tmp_path / "w.pth")
-                                                            .read_bytes()})
-    text = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=64, vocab_size=100))
+    make_package(
+        tmp_path / "site", "msa_fake_pretrained", {"w.pth": (tmp_path / "w.pth").read_bytes()}
+    )
+    text = BertModel(
+        BertConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            vocab_size=100,
+        )
+    )
     text.save_pretrained(tmp_path / "site" / "msa_fake_pretrained" / "text")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
 
-    tower = ImageTower(ImageTowerConfig(backbone=BACKBONE, weights_remap=True, num_scales=2,
-                                        weights_file="pkg://msa_fake_pretrained/w.pth"), 16)
+    tower = ImageTower(
+        ImageTowerConfig(
+            backbone=BACKBONE,
+            weights_remap=True,
+            num_scales=2,
+            weights_file="pkg://msa_fake_pretrained/w.pth",
+        ),
+        16,
+    )
     assert torch.equal(tower.backbone.conv_stem.weight, source.conv_stem.weight)
     encoder = TextTower(TextTowerConfig(name="pkg://msa_fake_pretrained/text"), 16, 100).encoder
-    assert torch.equal(encoder.embeddings.word_embeddings.weight,
-                       text.embeddings.word_embeddings.weight)
+    assert torch.equal(
+        encoder.embeddings.word_embeddings.weight, text.embeddings.word_embeddings.weight
+    )

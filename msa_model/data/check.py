@@ -115,10 +115,13 @@ def _check_images(records: list[ImageRecord], image_dir: Path, files: set[str]) 
         problems.append(f"images[{index}] {record.filename}: {problem}")
     if problems:
         shown = "\n  ".join(problems[:_MAX_LISTED])
-        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED \
-            else ""
-        raise DatasetError(f"{len(problems)} listed image(s) missing or unreadable in "
-                           f"{image_dir}:\n  {shown}{more}")
+        more = (
+            f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        )
+        raise DatasetError(
+            f"{len(problems)} listed image(s) missing or unreadable in "
+            f"{image_dir}:\n  {shown}{more}"
+        )
 
 
 def check_data(cfg: DataConfig, require_test: bool = False) -> DatasetReport:
@@ -146,16 +149,19 @@ def check_data(cfg: DataConfig, require_test: bool = False) -> DatasetReport:
         raise DatasetError(f"{json_path}: {exc}") from exc
     if require_test and not by_split["test"]:
         counts = ", ".join(f"{name}={len(rs)}" for name, rs in by_split.items())
-        raise DatasetError(f"{json_path}: split 'test' has no images ({counts}); the run "
-                           "evaluates on test (final.enabled)")
+        raise DatasetError(
+            f"{json_path}: split 'test' has no images ({counts}); the run "
+            "evaluates on test (final.enabled)"
+        )
     if not image_dir.is_dir():
         raise DatasetError(f"{image_dir}: image folder not found")
     files = _list_files(image_dir)
     _check_images(records, image_dir, files)
 
     occurrences = Counter(_normalise(c) for r in records for c in r.captions)
-    duplicates = sorted(((c, n) for c, n in occurrences.items() if n > 1),
-                        key=lambda item: (-item[1], item[0]))
+    duplicates = sorted(
+        ((c, n) for c, n in occurrences.items() if n > 1), key=lambda item: (-item[1], item[0])
+    )
     repeating = sum(len({_normalise(c) for c in r.captions}) < len(r.captions) for r in records)
     return DatasetReport(
         json_path=json_path,
@@ -170,12 +176,16 @@ def check_data(cfg: DataConfig, require_test: bool = False) -> DatasetReport:
 
 
 def check_dataset(
-    json_path: str | Path, image_dir: str | Path, require_test: bool = False,
-    val_fraction: float = DataConfig.val_fraction, split_seed: int = DataConfig.split_seed,
+    json_path: str | Path,
+    image_dir: str | Path,
+    require_test: bool = False,
+    val_fraction: float = DataConfig.val_fraction,
+    split_seed: int = DataConfig.split_seed,
 ) -> DatasetReport:
     """:func:`check_data` of a JSON and image folder, with training's default split settings."""
-    cfg = DataConfig(json=str(json_path), images=str(image_dir), val_fraction=val_fraction,
-                     split_seed=split_seed)
+    cfg = DataConfig(
+        json=str(json_path), images=str(image_dir), val_fraction=val_fraction, split_seed=split_seed
+    )
     return check_data(cfg, require_test)
 
 
@@ -192,31 +202,39 @@ def format_report(report: DatasetReport) -> str:
         total = SplitStats(
             images=sum(s.images for s in stats),
             captions=sum(s.captions for s in stats),
-            captions_per_image=(min(s.captions_per_image[0] for s in stats),
-                                max(s.captions_per_image[1] for s in stats)),
-            words=(min(s.words[0] for s in stats), n_words / sum(s.captions for s in stats),
-                   max(s.words[2] for s in stats)),
+            captions_per_image=(
+                min(s.captions_per_image[0] for s in stats),
+                max(s.captions_per_image[1] for s in stats),
+            ),
+            words=(
+                min(s.words[0] for s in stats),
+                n_words / sum(s.captions for s in stats),
+                max(s.words[2] for s in stats),
+            ),
         )
         rows.append(("total", total))
     for name, s in rows:
         lo, hi = s.captions_per_image
         per_image = str(lo) if lo == hi else f"{lo}-{hi}"
-        lines.append(f"{name:<6} {s.images:>7} {s.captions:>9} {per_image:>9}   "
-                     f"{s.words[0]} / {s.words[1]:.1f} / {s.words[2]}")
+        lines.append(
+            f"{name:<6} {s.images:>7} {s.captions:>9} {per_image:>9}   "
+            f"{s.words[0]} / {s.words[1]:.1f} / {s.words[2]}"
+        )
     if report.carved_val:
         lines.append("(val carved out of train by image, as training does: the file lists none)")
     if "test" not in report.splits:
         lines.append("(no test split: a run with final.enabled needs one)")
     lines.append("")
     if report.duplicate_captions:
-        lines.append(f"duplicate captions: {report.duplicate_captions} caption texts occur more "
-                     "than once; most frequent:")
+        lines.append(
+            f"duplicate captions: {report.duplicate_captions} caption texts occur more "
+            "than once; most frequent:"
+        )
         lines.extend(f"  {n:>4} x  {caption!r}" for caption, n in report.duplicate_examples)
     else:
         lines.append("duplicate captions: none")
     if report.images_repeating_a_caption:
-        lines.append(f"images listing the same caption twice: "
-                     f"{report.images_repeating_a_caption}")
+        lines.append(f"images listing the same caption twice: {report.images_repeating_a_caption}")
     if report.unlisted_files:
         lines.append(f"files in the image folder not listed in the JSON: {report.unlisted_files}")
     return "\n".join(lines)

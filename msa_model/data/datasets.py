@@ -60,8 +60,14 @@ class ImageTransform:
         resize: Resampling filter, ``"bicubic"`` or ``"bilinear"``.
     """
 
-    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float],
-                 augment: Sequence[str] = (), resize: Resize = "bicubic") -> None:
+    def __init__(
+        self,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: Sequence[str] = (),
+        resize: Resize = "bicubic",
+    ) -> None:
         unknown = set(augment) - {"hflip", "vflip", "rot90"}
         if unknown:
             raise ValueError(f"unknown augmentation(s): {sorted(unknown)}")
@@ -71,8 +77,9 @@ class ImageTransform:
         self.augment = tuple(augment)
         self.resize = resize
 
-    def __call__(self, image: Image.Image,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, image: Image.Image, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         x = self._pixels(image)
         hflip = "hflip" in self.augment and bool(torch.rand((), generator=generator) < 0.5)
         vflip = "vflip" in self.augment and bool(torch.rand((), generator=generator) < 0.5)
@@ -113,8 +120,9 @@ def build_transform(cfg: DataConfig, train: bool) -> Callable[[Image.Image], tor
         cfg: Data section (``image_size``, ``mean``, ``std``, ``augment``, ``resize``).
         train: Apply the random augmentations; evaluation transforms are deterministic.
     """
-    return ImageTransform(cfg.image_size, cfg.mean, cfg.std, cfg.augment if train else (),
-                          cfg.resize)
+    return ImageTransform(
+        cfg.image_size, cfg.mean, cfg.std, cfg.augment if train else (), cfg.resize
+    )
 
 
 class ImageStore:
@@ -135,8 +143,13 @@ class ImageStore:
         resize: Resampling filter, ``"bicubic"`` or ``"bilinear"``.
     """
 
-    def __init__(self, image_dir: str | Path, image_size: int | None = None,
-                 cache: bool = True, resize: Resize = "bicubic") -> None:
+    def __init__(
+        self,
+        image_dir: str | Path,
+        image_size: int | None = None,
+        cache: bool = True,
+        resize: Resize = "bicubic",
+    ) -> None:
         self.image_dir = Path(image_dir)
         self.image_size = image_size
         self.cache = cache
@@ -153,15 +166,19 @@ class ImageStore:
         """The file of ``filename``; raises DatasetError when it would leave the folder."""
         reason = unsafe_filename_reason(filename)
         if reason is not None:
-            raise DatasetError(f"{filename}: filename {reason}; it must be relative to "
-                               f"the image folder {self.image_dir}")
+            raise DatasetError(
+                f"{filename}: filename {reason}; it must be relative to "
+                f"the image folder {self.image_dir}"
+            )
         path = self.image_dir / filename
         if self._root is None:
             self._root = self.image_dir.resolve()
         target = path.resolve()
         if not target.is_relative_to(self._root):
-            raise DatasetError(f"{path}: a symbolic link leading outside the image folder "
-                               f"{self.image_dir} (to {target}); copy the file in instead")
+            raise DatasetError(
+                f"{path}: a symbolic link leading outside the image folder "
+                f"{self.image_dir} (to {target}); copy the file in instead"
+            )
         return path
 
     def _decode(self, filename: str) -> np.ndarray:
@@ -216,9 +233,14 @@ class TrainPairs(Dataset):
             the worker, rank or order that loads the item.
     """
 
-    def __init__(self, records: Sequence[ImageRecord], store: ImageStore,
-                 transform: Callable[[Image.Image], torch.Tensor], sampling: Sampling,
-                 seed: int) -> None:
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        store: ImageStore,
+        transform: Callable[[Image.Image], torch.Tensor],
+        sampling: Sampling,
+        seed: int,
+    ) -> None:
         if sampling not in ("all_captions", "one_caption"):
             raise ValueError(f"sampling must be 'all_captions' or 'one_caption', got {sampling!r}")
         self.records = list(records)
@@ -274,8 +296,12 @@ class EvalImages(Dataset):
         transform: A deterministic transform (``build_transform(cfg, train=False)``).
     """
 
-    def __init__(self, records: Sequence[ImageRecord], store: ImageStore,
-                 transform: Callable[[Image.Image], torch.Tensor]) -> None:
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        store: ImageStore,
+        transform: Callable[[Image.Image], torch.Tensor],
+    ) -> None:
         self.records = list(records)
         self.store = store
         self.transform = transform

@@ -67,9 +67,11 @@ def to_rgb8(image: Image.Image, path: Path, rawmode: str | None = None) -> Image
         return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2))
     if ";16" in rawmode:
         raise ImageReadError(
-            path, f"{len(image.getbands())} bands of 16 bits per sample (raw mode {rawmode}): "
+            path,
+            f"{len(image.getbands())} bands of 16 bits per sample (raw mode {rawmode}): "
             "Pillow keeps only the high byte of each; convert it to 8-bit RGB first (for "
-            "example stretched per band by its range)")
+            "example stretched per band by its range)",
+        )
     return image if image.mode == "RGB" else image.convert("RGB")
 
 

@@ -50,9 +50,11 @@ class ImportSummary:
     def describe(self) -> str:
         """One line: counts per split and what was dropped."""
         splits = ", ".join(f"{name} {n}" for name, n in self.images.items())
-        return (f"{sum(self.images.values())} images ({splits}), {self.captions} captions; "
-                f"dropped {self.empty_captions} empty caption(s) and "
-                f"{self.images_without_captions} image(s) without a caption")
+        return (
+            f"{sum(self.images.values())} images ({splits}), {self.captions} captions; "
+            f"dropped {self.empty_captions} empty caption(s) and "
+            f"{self.images_without_captions} image(s) without a caption"
+        )
 
 
 def _is_id(value: Any) -> bool:
@@ -68,8 +70,9 @@ def _load(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: "
-                           f"{exc.msg}") from exc
+        raise DatasetError(
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from exc
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read ({exc.strerror})") from exc
 
@@ -86,8 +89,9 @@ def _clean(caption: Any) -> str:
 
 def _split(value: Any, where: str) -> str:
     if value not in _SPLIT_ALIASES:
-        raise DatasetError(f"{where}: unknown split {value!r} (expected train, val, test or "
-                           "restval)")
+        raise DatasetError(
+            f"{where}: unknown split {value!r} (expected train, val, test or restval)"
+        )
     return _SPLIT_ALIASES[value]
 
 
@@ -110,14 +114,18 @@ class _Builder:
             self.uncaptioned += 1
             return
         i, first = len(self.entries), sum(len(e["sentences"]) for e in self.entries)
-        self.entries.append({
-            "filename": filename,
-            "imgid": i,
-            "split": split,
-            "sentids": list(range(first, first + len(kept))),
-            "sentences": [{"raw": c, "tokens": _TOKEN.findall(c.lower()), "imgid": i,
-                           "sentid": first + j} for j, c in enumerate(kept)],
-        })
+        self.entries.append(
+            {
+                "filename": filename,
+                "imgid": i,
+                "split": split,
+                "sentids": list(range(first, first + len(kept))),
+                "sentences": [
+                    {"raw": c, "tokens": _TOKEN.findall(c.lower()), "imgid": i, "sentid": first + j}
+                    for j, c in enumerate(kept)
+                ],
+            }
+        )
 
     def result(self, name: str) -> tuple[dict[str, Any], ImportSummary]:
         if not self.entries:
@@ -160,8 +168,9 @@ def coco_to_karpathy(
             if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
                 raise DatasetError(f"{where}: expected an object with 'id' and 'file_name'")
             if not _is_id(image["id"]):
-                raise DatasetError(f"{where}: 'id' must be an integer or a string, got "
-                                   f"{image['id']!r:.60}")
+                raise DatasetError(
+                    f"{where}: 'id' must be an integer or a string, got {image['id']!r:.60}"
+                )
             if not isinstance(image["file_name"], str) or not image["file_name"].strip():
                 raise DatasetError(f"{where}: 'file_name' must be a non-empty string")
             if image["id"] in captions:
@@ -169,15 +178,21 @@ def coco_to_karpathy(
             if split is None and "split" not in image:
                 raise DatasetError(f"{where}: no 'split' key; give the split of the whole file")
             captions[image["id"]] = []
-            order.append((image["id"], image["file_name"],
-                          _split(split if split is not None else image["split"], where)))
+            order.append(
+                (
+                    image["id"],
+                    image["file_name"],
+                    _split(split if split is not None else image["split"], where),
+                )
+            )
         for index, annotation in enumerate(annotations):
             where = f"{path}: annotations[{index}]"
             if not isinstance(annotation, dict) or "image_id" not in annotation:
                 raise DatasetError(f"{where}: expected an object with 'image_id' and 'caption'")
             if not _is_id(annotation["image_id"]) or annotation["image_id"] not in captions:
-                raise DatasetError(f"{where}: image_id {annotation['image_id']!r} is not in "
-                                   "'images'")
+                raise DatasetError(
+                    f"{where}: image_id {annotation['image_id']!r} is not in 'images'"
+                )
             captions[annotation["image_id"]].append(annotation.get("caption"))
         for index, (image_id, filename, image_split) in enumerate(order):
             builder.add(filename, image_split, captions[image_id], f"{path}: images[{index}]")
@@ -205,10 +220,15 @@ def normalise_karpathy(
     builder = _Builder()
     for index, image in enumerate(_list(data, "images", path)):
         where = f"{path}: images[{index}]"
-        if not isinstance(image, dict) or not isinstance(image.get("filename"), str) \
-                or not isinstance(image.get("sentences"), list) or "split" not in image:
-            raise DatasetError(f"{where}: expected an object with 'filename', 'split' and a "
-                               "list 'sentences'")
+        if (
+            not isinstance(image, dict)
+            or not isinstance(image.get("filename"), str)
+            or not isinstance(image.get("sentences"), list)
+            or "split" not in image
+        ):
+            raise DatasetError(
+                f"{where}: expected an object with 'filename', 'split' and a list 'sentences'"
+            )
         filename = image["filename"]
         if isinstance(image.get("filepath"), str) and image["filepath"]:
             filename = f"{image['filepath'].rstrip('/')}/{filename}"
@@ -244,11 +264,13 @@ def write_dataset(data: dict[str, Any], out: str | Path, overwrite: bool = False
         except (OSError, ValueError, AttributeError):
             ours = False
         if not ours:
-            raise DatasetError(f"{out}: exists and was not written by msa data import; choose "
-                               "another output")
+            raise DatasetError(
+                f"{out}: exists and was not written by msa data import; choose another output"
+            )
         if not overwrite:
-            raise DatasetError(f"{out}: exists already; choose another output or pass "
-                               "overwrite (--overwrite)")
+            raise DatasetError(
+                f"{out}: exists already; choose another output or pass overwrite (--overwrite)"
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     partial.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

@@ -144,8 +144,9 @@ def read_karpathy(json_path: str | Path) -> list[ImageRecord]:
     path = Path(json_path)
     data = _load_json(path)
     if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected an object at the top level, got "
-                           f"{type(data).__name__}")
+        raise DatasetError(
+            f"{path}: expected an object at the top level, got {type(data).__name__}"
+        )
     if "images" not in data:
         raise DatasetError(f"{path}: missing key 'images' at the top level")
     images = data["images"]
@@ -156,8 +157,10 @@ def read_karpathy(json_path: str | Path) -> list[ImageRecord]:
     for index, item in enumerate(images):
         record = _read_image(path, index, item)
         if record.filename in seen:
-            raise DatasetError(f"{path}: images[{index}] ({record.filename}): filename already "
-                               f"listed as images[{seen[record.filename]}]")
+            raise DatasetError(
+                f"{path}: images[{index}] ({record.filename}): filename already "
+                f"listed as images[{seen[record.filename]}]"
+            )
         seen[record.filename] = index
         records.append(record)
     return records
@@ -209,9 +212,12 @@ def _carve(
 ) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """``round(fraction * len(train))`` images (at least one, never all) drawn out of train."""
     if len(train) < 2:
-        raise DatasetError(f"cannot carve a {name} split from {len(train)} training "
-                           "image(s); need at least 2")
+        raise DatasetError(
+            f"cannot carve a {name} split from {len(train)} training image(s); need at least 2"
+        )
     n_out = min(max(1, round(fraction * len(train))), len(train) - 1)
     chosen = set(random.Random(seed).sample(range(len(train)), n_out))
-    return ([r for i, r in enumerate(train) if i not in chosen],
-            [r for i, r in enumerate(train) if i in chosen])
+    return (
+        [r for i, r in enumerate(train) if i not in chosen],
+        [r for i, r in enumerate(train) if i in chosen],
+    )

@@ -40,10 +40,16 @@ def split_counts(num_images: int, fractions: Sequence[float]) -> tuple[int, int,
         ValueError: Fractions that are not three non-negative numbers summing to 1 with a
             positive train share, or fewer images than non-zero shares.
     """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or fractions[0] <= 0 \
-            or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
-        raise ValueError(f"split_fractions must be 3 non-negative numbers (train > 0) summing "
-                         f"to 1, got {tuple(fractions)}")
+    if (
+        len(fractions) != 3
+        or any(f < 0 for f in fractions)
+        or fractions[0] <= 0
+        or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)
+    ):
+        raise ValueError(
+            f"split_fractions must be 3 non-negative numbers (train > 0) summing "
+            f"to 1, got {tuple(fractions)}"
+        )
     wanted = sum(1 for f in fractions if f > 0)
     if num_images < wanted:
         raise ValueError(f"num_images={num_images} is fewer than the {wanted} non-empty splits")
@@ -83,11 +89,15 @@ def _clear_previous(out_dir: Path, overwrite: bool) -> None:
     except (OSError, ValueError, AttributeError):
         ours = False
     if not ours:
-        raise DatasetError(f"{out_dir}: folder is not empty and holds no synthetic dataset "
-                           f"written by msa; choose a new or empty folder")
+        raise DatasetError(
+            f"{out_dir}: folder is not empty and holds no synthetic dataset "
+            f"written by msa; choose a new or empty folder"
+        )
     if not overwrite:
-        raise DatasetError(f"{out_dir}: holds a synthetic dataset already; pass overwrite=True "
-                           f"(msa data synth --overwrite) to replace it")
+        raise DatasetError(
+            f"{out_dir}: holds a synthetic dataset already; pass overwrite=True "
+            f"(msa data synth --overwrite) to replace it"
+        )
     for entry in previous.get("images", []):
         name = str(entry.get("filename", "")) if isinstance(entry, dict) else ""
         if re.fullmatch(r"synth_\d{5}\.png", name):
@@ -132,8 +142,8 @@ def write_synthetic_dataset(
     order = np.random.default_rng([seed, 1]).permutation(num_images)
     split_of = np.empty(num_images, dtype=object)
     split_of[order[:n_train]] = "train"
-    split_of[order[n_train:n_train + n_val]] = "val"
-    split_of[order[n_train + n_val:]] = "test"
+    split_of[order[n_train : n_train + n_val]] = "val"
+    split_of[order[n_train + n_val :]] = "test"
 
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -144,20 +154,30 @@ def write_synthetic_dataset(
         captions = describe(scene, rng)
         filename = f"synth_{i:05d}.png"
         image.save(image_dir / filename, format="PNG")
-        entries.append({
-            "filename": filename,
-            "imgid": i,
-            "split": str(split_of[i]),
-            "sentids": [5 * i + j for j in range(len(captions))],
-            "sentences": [
-                {"raw": c, "tokens": re.findall(r"[a-z]+", c), "imgid": i, "sentid": 5 * i + j}
-                for j, c in enumerate(captions)
-            ],
-            "scene": dataclasses.asdict(scene),
-        })
+        entries.append(
+            {
+                "filename": filename,
+                "imgid": i,
+                "split": str(split_of[i]),
+                "sentids": [5 * i + j for j in range(len(captions))],
+                "sentences": [
+                    {"raw": c, "tokens": re.findall(r"[a-z]+", c), "imgid": i, "sentid": 5 * i + j}
+                    for j, c in enumerate(captions)
+                ],
+                "scene": dataclasses.asdict(scene),
+            }
+        )
     json_path = out_dir / "dataset.json"
-    meta = {"num_images": num_images, "size": size, "seed": seed,
-            "split_fractions": list(split_fractions)}
-    json_path.write_text(json.dumps({"dataset": _MARKER, "generator": meta,
-                                     "images": entries}, separators=(",", ":")) + "\n")
+    meta = {
+        "num_images": num_images,
+        "size": size,
+        "seed": seed,
+        "split_fractions": list(split_fractions),
+    }
+    json_path.write_text(
+        json.dumps(
+            {"dataset": _MARKER, "generator": meta, "images": entries}, separators=(",", ":")
+        )
+        + "\n"
+    )
     return json_path

@@ -39,7 +39,10 @@ OBJECT_NOUNS: dict[str, tuple[tuple[str, str], ...]] = {
     "tree": (("tree", "trees"),),
 }
 COUNT_WORDS: dict[int, tuple[str, ...]] = {
-    1: ("a", "an", "one", "a single"), 2: ("two",), 3: ("three",), 4: ("four",)
+    1: ("a", "an", "one", "a single"),
+    2: ("two",),
+    3: ("three",),
+    4: ("four",),
 }
 LOCATION_PHRASES: dict[str, tuple[str, ...]] = {
     "upper left": ("in the upper left", "in the upper left corner", "at the top left"),
@@ -48,8 +51,12 @@ LOCATION_PHRASES: dict[str, tuple[str, ...]] = {
     "lower right": ("in the lower right", "in the lower right corner", "at the bottom right"),
     "center": ("in the center", "in the middle"),
 }
-_SIDE_ADVERB = {"left": "on the left", "right": "on the right", "upper": "at the top",
-                "lower": "at the bottom"}
+_SIDE_ADVERB = {
+    "left": "on the left",
+    "right": "on the right",
+    "upper": "at the top",
+    "lower": "at the bottom",
+}
 _STRUCTURE_NP = {
     "road": ("a road", "a straight road", "a paved road"),
     "river": ("a river", "a winding river", "a narrow river"),
@@ -112,21 +119,25 @@ def _relation_phrase(scene: SceneDescription, rng: np.random.Generator) -> str:
 
 def _phrases(scene: SceneDescription, rng: np.random.Generator) -> dict[str, str]:
     """One random wording of every part of the scene; optional parts may come out empty."""
-    singular, plural = OBJECT_NOUNS[scene.objects][int(rng.integers(len(OBJECT_NOUNS[
-        scene.objects])))]
+    singular, plural = OBJECT_NOUNS[scene.objects][
+        int(rng.integers(len(OBJECT_NOUNS[scene.objects])))
+    ]
     noun = singular if scene.count == 1 else plural
     color = f"{scene.color} " if rng.random() < 0.85 else ""
-    relation = (_relation_phrase(scene, rng)
-                if scene.relation is not None and rng.random() < 0.8 else "")
-    location = (_pick(rng, LOCATION_PHRASES[scene.location])
-                if not relation or rng.random() < 0.85 else "")
+    relation = (
+        _relation_phrase(scene, rng) if scene.relation is not None and rng.random() < 0.8 else ""
+    )
+    location = (
+        _pick(rng, LOCATION_PHRASES[scene.location]) if not relation or rng.random() < 0.85 else ""
+    )
     cp = _cover_phrase(scene, rng)
     sp = _structure_np(scene, rng) if scene.structure and rng.random() < 0.85 else ""
     clause = ""
     if scene.structure:
         stand = "stands" if scene.structure_count == 1 else "stand"
         clause = _pick(rng, _STRUCTURE_CLAUSE[scene.structure]).format(
-            sp=sp or _structure_np(scene, rng), cp=cp, stand=stand)
+            sp=sp or _structure_np(scene, rng), cp=cp, stand=stand
+        )
     return {
         "op": _with_article(scene.count, f"{color}{noun}", rng),
         "be": "is" if scene.count == 1 else "are",
@@ -143,8 +154,9 @@ _TEMPLATES: tuple[Callable[[dict[str, str]], str], ...] = (
     lambda p: "{op} {be} {where} in {cp}{with_sp}".format(**p),
     lambda p: "an aerial image of {cp}{with_sp}, and {op} {where}".format(**p),
     lambda p: "there {be} {op} {where}, surrounded by {cp}{and_sp}".format(**p),
-    lambda p: ("{clause}, and {op} {be} {where}" if p["clause"]
-               else "{cp} with {op} {where}").format(**p),
+    lambda p: (
+        "{clause}, and {op} {be} {where}" if p["clause"] else "{cp} with {op} {where}"
+    ).format(**p),
     lambda p: "{op} can be seen {where} in this image of {cp}{with_sp}".format(**p),
     lambda p: "this picture shows {cp}{and_sp}; {op} {be} {where}".format(**p),
     lambda p: "{cp}{with_sp} and {op} {where}".format(**p),

@@ -148,8 +148,14 @@ def _texture(cover: str, rng: np.random.Generator, size: int, s: float) -> np.nd
         return img + 6 * noise
     if cover == "residential":
         ground = np.array([158.0, 158.0, 152.0])
-        roofs = np.array([[170.0, 82.0, 62.0], [205.0, 125.0, 72.0], [118.0, 118.0, 128.0],
-                          [222.0, 212.0, 198.0]])
+        roofs = np.array(
+            [
+                [170.0, 82.0, 62.0],
+                [205.0, 125.0, 72.0],
+                [118.0, 118.0, 128.0],
+                [222.0, 212.0, 198.0],
+            ]
+        )
         cell, house = max(3, round(7 * s)), max(2, round(5 * s))
         n = size // cell + 2
         colour = roofs[rng.integers(0, len(roofs), (n, n))]
@@ -211,8 +217,9 @@ def _region(location: str, size: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- layout
 
 
-def _cover_layout(rng: np.random.Generator, size: int) -> tuple[tuple[CoverRegion, ...],
-                                                                  np.ndarray]:
+def _cover_layout(
+    rng: np.random.Generator, size: int
+) -> tuple[tuple[CoverRegion, ...], np.ndarray]:
     """Cover regions and a (size, size) map of cover indices into :data:`COVERS`."""
     first = COVERS[int(rng.integers(len(COVERS)))]
     cover_map = np.full((size, size), COVERS.index(first), dtype=np.int8)
@@ -221,9 +228,9 @@ def _cover_layout(rng: np.random.Generator, size: int) -> tuple[tuple[CoverRegio
     second = COVERS[int(rng.choice([i for i, c in enumerate(COVERS) if c != first]))]
     side = SIDES[int(rng.integers(4))]
     coord = np.arange(size)
-    wave = (rng.uniform(0.42, 0.58) * size
-            + rng.uniform(1.0, 3.0) * size / 64 * np.sin(coord * rng.uniform(0.08, 0.2) * 64 / size
-                                                         + rng.uniform(0, 2 * np.pi)))
+    wave = rng.uniform(0.42, 0.58) * size + rng.uniform(1.0, 3.0) * size / 64 * np.sin(
+        coord * rng.uniform(0.08, 0.2) * 64 / size + rng.uniform(0, 2 * np.pi)
+    )
     if side in ("left", "right"):
         inside = coord[None, :] < wave[:, None]  # column < boundary(row)
     else:
@@ -237,8 +244,9 @@ def _cover_layout(rng: np.random.Generator, size: int) -> tuple[tuple[CoverRegio
 
 def _line_mask(size: int, points: list[tuple[float, float]], width: int) -> np.ndarray:
     canvas = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(canvas).line([(round(x), round(y)) for x, y in points], fill=255,
-                                width=width, joint="curve")
+    ImageDraw.Draw(canvas).line(
+        [(round(x), round(y)) for x, y in points], fill=255, width=width, joint="curve"
+    )
     return np.asarray(canvas) > 0
 
 
@@ -259,8 +267,9 @@ def _road(rng: np.random.Generator, size: int, s: float, horizontal: bool) -> np
     return _line_mask(size, points, max(2, round(5 * s)))
 
 
-def _place(rng: np.random.Generator, candidates: np.ndarray, count: int,
-           spacing: tuple[int, int]) -> list[tuple[int, int]] | None:
+def _place(
+    rng: np.random.Generator, candidates: np.ndarray, count: int, spacing: tuple[int, int]
+) -> list[tuple[int, int]] | None:
     """Pick ``count`` (x, y) centres from (N, 2) (y, x) candidates, boxes ``spacing`` apart."""
     if len(candidates) < count:
         return None
@@ -288,6 +297,7 @@ def _rects(kind: str, s: float, orientation: int) -> list[tuple[int, int, int, i
     if kind in _DISC:
         d = max(2, round(_DISC[kind] * s))
         return [(-(d // 2), d - d // 2 - 1, -(d // 2), d - d // 2 - 1)]
+
     def scaled(a: int, b: int) -> tuple[int, int]:  # keeps >= 1 px and the centre pixel
         start = math.floor(a * s + 0.5)
         return start, max(start, math.floor((b + 1) * s + 0.5) - 1)
@@ -310,12 +320,22 @@ def _rects(kind: str, s: float, orientation: int) -> list[tuple[int, int, int, i
 def _footprint(rects: list[tuple[int, int, int, int]], s: float) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) box of the rectangles and their shadow."""
     shadow = max(1, round(s))
-    return (min(r[2] for r in rects), max(r[3] for r in rects) + shadow,
-            min(r[0] for r in rects), max(r[1] for r in rects) + shadow)
+    return (
+        min(r[2] for r in rects),
+        max(r[3] for r in rects) + shadow,
+        min(r[0] for r in rects),
+        max(r[1] for r in rects) + shadow,
+    )
 
 
-def _draw_object(draw: ImageDraw.ImageDraw, kind: str, rects: list[tuple[int, int, int, int]],
-                 centre: tuple[int, int], color: str, s: float) -> None:
+def _draw_object(
+    draw: ImageDraw.ImageDraw,
+    kind: str,
+    rects: list[tuple[int, int, int, int]],
+    centre: tuple[int, int],
+    color: str,
+    s: float,
+) -> None:
     cx, cy = centre
     shadow = max(1, round(s))
     fill = COLORS[color]
@@ -344,8 +364,9 @@ def _structure_choice(rng: np.random.Generator, covers: tuple[str, ...]) -> str 
     return options[int(rng.integers(len(options)))]
 
 
-def _draw_structure(rng: np.random.Generator, image: np.ndarray, structure: str | None,
-                    land: np.ndarray, s: float) -> tuple[dict[str, np.ndarray], int, str | None]:
+def _draw_structure(
+    rng: np.random.Generator, image: np.ndarray, structure: str | None, land: np.ndarray, s: float
+) -> tuple[dict[str, np.ndarray], int, str | None]:
     """Paint the structure into ``image`` (float, in place); return its masks, count, colour."""
     size = image.shape[0]
     masks: dict[str, np.ndarray] = {}
@@ -373,28 +394,38 @@ def _draw_structure(rng: np.random.Generator, image: np.ndarray, structure: str 
         color = BUILDING_COLORS[int(rng.integers(len(BUILDING_COLORS)))]
         w, h = (round(int(v) * s) for v in rng.integers(9, 15, 2))
         margin, shadow = max(1, round(2 * s)), max(1, round(2 * s))
-        box = (-h // 2 - margin, h - h // 2 + shadow + margin, -w // 2 - margin,
-               w - w // 2 + shadow + margin)
+        box = (
+            -h // 2 - margin,
+            h - h // 2 + shadow + margin,
+            -w // 2 - margin,
+            w - w // 2 + shadow + margin,
+        )
         candidates = np.argwhere(_fits(land, box))
-        centres = _place(rng, candidates, count, (w + shadow + 2 * margin,
-                                                  h + shadow + 2 * margin))
+        centres = _place(rng, candidates, count, (w + shadow + 2 * margin, h + shadow + 2 * margin))
         if centres is None:
             return masks, 0, None
         mask = np.zeros(land.shape, dtype=bool)
         for cx, cy in centres:
             x0, y0 = cx - w // 2, cy - h // 2
-            image[y0 + shadow:y0 + h + shadow, x0 + shadow:x0 + w + shadow] = _SHADOW
-            image[y0:y0 + h, x0:x0 + w] = _ROOF[color]
-            image[y0 + h // 2, x0:x0 + w] = np.array(_ROOF[color]) * 0.85  # roof ridge
-            mask[y0:y0 + h + shadow, x0:x0 + w + shadow] = True
+            image[y0 + shadow : y0 + h + shadow, x0 + shadow : x0 + w + shadow] = _SHADOW
+            image[y0 : y0 + h, x0 : x0 + w] = _ROOF[color]
+            image[y0 + h // 2, x0 : x0 + w] = np.array(_ROOF[color]) * 0.85  # roof ridge
+            mask[y0 : y0 + h + shadow, x0 : x0 + w + shadow] = True
         masks["buildings"] = mask
         return masks, count, color
     return masks, 0, None
 
 
-def _object_plan(rng: np.random.Generator, kind: str, masks: dict[str, np.ndarray],
-                 water: np.ndarray, land: np.ndarray, forest: np.ndarray, has_water_cover: bool,
-                 reach: int) -> list[tuple[str | None, str | None, np.ndarray]]:
+def _object_plan(
+    rng: np.random.Generator,
+    kind: str,
+    masks: dict[str, np.ndarray],
+    water: np.ndarray,
+    land: np.ndarray,
+    forest: np.ndarray,
+    has_water_cover: bool,
+    reach: int,
+) -> list[tuple[str | None, str | None, np.ndarray]]:
     """Placement options for ``kind`` in preference order: (relation, target, allowed mask).
 
     "next to" allows object boxes that lie within ``reach`` pixels of the target.
@@ -440,8 +471,9 @@ def generate_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, Sc
         image[cover_map == k] = _texture(cover, rng, size, s)[cover_map == k]
     water_cover = cover_map == COVERS.index("water")
     structure = _structure_choice(rng, covers)
-    masks, structure_count, structure_color = _draw_structure(rng, image, structure,
-                                                             ~water_cover, s)
+    masks, structure_count, structure_color = _draw_structure(
+        rng, image, structure, ~water_cover, s
+    )
     if structure_count == 0:
         structure = None
     occupied = np.zeros_like(water_cover)
@@ -468,8 +500,7 @@ def generate_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, Sc
         gap = max(2, round(2 * s))
         spacing = (box[3] - box[2] + 1 + gap, box[1] - box[0] + 1 + gap)
         reach = max(box[1] - box[0], box[3] - box[2]) + 1 + gap
-        plans = _object_plan(rng, kind, masks, water, land, forest, bool(water_cover.any()),
-                             reach)
+        plans = _object_plan(rng, kind, masks, water, land, forest, bool(water_cover.any()), reach)
         for relation, target, allowed in plans:
             fits = _fits(allowed, box)
             for li in rng.permutation(len(LOCATIONS)):
@@ -484,11 +515,17 @@ def generate_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, Sc
                 for centre in centres:
                     _draw_object(draw, kind, rects, centre, color, s)
                 scene = SceneDescription(
-                    covers=regions, structure=structure, structure_count=structure_count,
-                    structure_color=structure_color, objects=kind, count=count, color=color,
-                    location=location, relation=relation, relation_target=target,
+                    covers=regions,
+                    structure=structure,
+                    structure_count=structure_count,
+                    structure_color=structure_color,
+                    objects=kind,
+                    count=count,
+                    color=color,
+                    location=location,
+                    relation=relation,
+                    relation_target=target,
                     positions=tuple(centres),
                 )
                 return picture, scene
     raise RuntimeError("could not place any small object")  # pragma: no cover
-

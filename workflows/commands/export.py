@@ -14,7 +14,6 @@ __all__ = ["HELP", "add_arguments", "run", "output_path"]
 HELP = "best config(s) of a search as YAML, one trial's config, or the winner's weights"
 
 
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """RESULTS_DIR, ``--trial`` or ``--top``, ``--model`` and ``--out``."""
     p.add_argument("results_dir", type=Path, help="a `msa tune` results folder (results/<name>)")

@@ -61,9 +61,7 @@ def add_cluster(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--results", type=Path, default=Path("results"), help="results root (default: results)"
     )
-    p.add_argument(
-        "--num-cpus", type=positive_int, help="CPUs of a local cluster (default: all)"
-    )
+    p.add_argument("--num-cpus", type=positive_int, help="CPUs of a local cluster (default: all)")
     p.add_argument(
         "--verbose",
         action=Verbose,

@@ -25,7 +25,6 @@ DESCRIPTION = (
 )
 
 
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """MODEL, the two kinds of query, ``--top`` and ``--html``."""
     p.add_argument(

@@ -19,8 +19,9 @@ def check_run_data(data: DataConfig, require_test: bool = False) -> None:
     """
     report = check_data(data, require_test=require_test)
     if "train" not in report.splits:
-        raise DatasetError(f"{data.json}: no training images (the splits: "
-                           f"{', '.join(report.splits) or 'none'})")
+        raise DatasetError(
+            f"{data.json}: no training images (the splits: {', '.join(report.splits) or 'none'})"
+        )
     for split in ("val", "test") if require_test else ("val",):
         images = report.splits[split].images if split in report.splits else 0
         if images < MIN_RANKED_IMAGES:

@@ -88,7 +88,7 @@ def write_search_page(
         title = f"images for: {query}"
         head = f"<p>query: <b>{html.escape(query)}</b> in {html.escape(str(folder))}</p>"
         items = [
-            f"<li>{_img(folder / h.item, h.item)}<span class=\"score\">{h.score:.4f}</span> "
+            f'<li>{_img(folder / h.item, h.item)}<span class="score">{h.score:.4f}</span> '
             f"{html.escape(h.item)}{_captions(captions.get(h.item, ()))}</li>"
             for h in hits
         ]

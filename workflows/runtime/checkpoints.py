@@ -73,9 +73,9 @@ class RunCheckpoints:
 
     def _kept(self) -> list[dict[str, Any]]:
         latest = max(self.entries, key=lambda e: e["epoch"])
-        best = sorted(
-            self.entries, key=lambda e: score_key(e["score"], self.mode), reverse=True
-        )[: self.keep]
+        best = sorted(self.entries, key=lambda e: score_key(e["score"], self.mode), reverse=True)[
+            : self.keep
+        ]
         return sorted({e["name"]: e for e in [*best, latest]}.values(), key=lambda e: e["epoch"])
 
     def _write(self) -> None:

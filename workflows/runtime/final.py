@@ -256,9 +256,7 @@ def _launch(
     return done
 
 
-def run_final(
-    out: Path, exp: Experiment, storage: str, reread_test: bool = False
-) -> FinalSummary:
+def run_final(out: Path, exp: Experiment, storage: str, reread_test: bool = False) -> FinalSummary:
     """Retrain the candidates with new seeds, test each run once, write ``final/``.
 
     Writes ``final/metrics.json`` (:func:`~workflows.results.summary.final_summary`) and the

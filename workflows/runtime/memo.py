@@ -38,8 +38,11 @@ def memo_specs(exp: Experiment) -> list[tuple[RunSpec, tuple[str, ...]]]:
     for values in variants:
         spec = exp.with_params(values, source=exp.name).spec()
         new = tuple(
-            tower for tower, bottom in (("image", spec.model.image.trainable),
-                                        ("text", spec.model.text.trainable))
+            tower
+            for tower, bottom in (
+                ("image", spec.model.image.trainable),
+                ("text", spec.model.text.trainable),
+            )
             if bottom not in seen[tower]
         )
         for tower in new:
@@ -49,14 +52,13 @@ def memo_specs(exp: Experiment) -> list[tuple[RunSpec, tuple[str, ...]]]:
     return specs
 
 
-def _warm_on_node(
-    specs: list[tuple[RunSpec, tuple[str, ...]]], node: str
-) -> list[dict[str, int]]:
+def _warm_on_node(specs: list[tuple[RunSpec, tuple[str, ...]]], node: str) -> list[dict[str, int]]:
     import torch
 
     from msa_model.warm import warm_memo
 
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+
     def log(line: str) -> None:
         print(f"[memo {node[:8]}] {line}", flush=True)
 
