@@ -9,6 +9,7 @@ validation metrics per epoch beside the exact chance level of random rankings.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -18,7 +19,6 @@ import torch
 from msa_model.chance import chance_metrics
 from msa_model.data import write_synthetic_dataset
 from msa_model.pipeline import load_splits
-from msa_model.spec import RunSpec
 from workflows.experiment import SEARCH_SPACES, load_experiment
 
 __all__ = ["main"]
@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     exp = load_experiment(
         SEARCH_SPACES / "demo.yaml",
-        [f"data.json={args.data / 'dataset.json'}", f"data.images={args.data / 'images'}"],
+        [
+            f"data.json={args.data / 'dataset.json'}",
+            f"data.images={args.data / 'images'}",
+            f"train.epochs={args.epochs}",
+        ],
     )
     data = exp.data
     if not Path(data.json).is_file():
@@ -52,16 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from msa_model.session import LoopSession
     from msa_model.training import fit
 
-    spec = RunSpec(
-        name="learnability",
-        data=data,
-        model=exp.model,
-        loss=exp.loss,
-        optim=exp.optim,
-        epochs=args.epochs,
-        batch_size=exp.train.batch_size,
-        seed=exp.train.seed,
-    )
+    spec = dataclasses.replace(exp.spec(), name="learnability")
     _, history = fit(spec, LoopSession(device="cpu", on_epoch=show))
     best = max(history, key=lambda r: r["val_mr"])
     summary = {
