@@ -65,25 +65,10 @@ def _worker(
     }
 
 
-def _case(
-    method: str,
-    batch: int,
-    length: int,
-    dim: int,
-    heads: int,
-    scales: int,
-    repeats: int,
-    warmup: int,
-) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "benchmarks.bench_mscmat",
-        "--worker",
-        method,
-        *(str(v) for v in (batch, length, dim, heads, scales, repeats, warmup)),
-    ]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+def _case(method: str, *numbers: int) -> dict[str, Any]:
+    """One case in a fresh process; ``numbers`` are :func:`_worker`'s, from ``batch`` on."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_mscmat", "--worker", method]
+    out = subprocess.run([*cmd, *map(str, numbers)], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -105,8 +90,8 @@ def run(
     rows = []
     for batch in batch_sizes:
         shape = (batch, length, dim, heads, scales)
-        fast = _case("fast", *shape, repeats=repeats, warmup=1)
-        ref = _case("reference", *shape, repeats=reference_repeats, warmup=0)
+        fast = _case("fast", *shape, repeats, 1)
+        ref = _case("reference", *shape, reference_repeats, 0)
         rows.append(
             {
                 "batch": batch,
