@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -155,15 +155,8 @@ class Candidate:
     search_score: float | None  # that trial's best validation value
     params: dict[str, Any]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "rank": self.rank,
-            "baseline": self.baseline,
-            "trial_id": self.trial_id,
-            "search_score": self.search_score,
-            "params": self.params,
-        }
+    def to_json(self) -> dict[str, Any]:  # a candidate's own fields (not a subclass's)
+        return {f.name: getattr(self, f.name) for f in fields(Candidate)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Candidate:
@@ -198,16 +191,7 @@ class FinalRun:
         return self.val if split == "val" else self.test
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "seed": self.seed,
-            "run": self.run,
-            "checkpoint": self.checkpoint,
-            "epoch": self.epoch,
-            "val": self.val,
-            "test": self.test,
-            "examples": self.examples,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FinalRun:
