@@ -84,13 +84,13 @@ def test_trials_are_named_and_their_best_checkpoints_registered_with_tune(
     frame = best.metrics_dataframe
     at_best = frame.loc[frame["val_mr"].idxmax()]
     meta = read_checkpoint_meta(at_best["checkpoint_path"])
+    assert meta["epoch"] == row["best_epoch"]
     assert meta["metrics"]["val_mr"] == pytest.approx(row["best_val_mr"])
-    kept = set(os.listdir(at_best["checkpoint_path"]))  # + optimizer.pt when it is the latest
-    assert (
-        {"meta.json", "model.pt", "tokenizer"}
-        <= kept
-        <= {"meta.json", "model.pt", "tokenizer", "optimizer.pt"}
-    )
+    kept = Path(at_best["checkpoint_path"])  # weights; + the optimizer when it is the latest
+    record = json.loads((kept.parent / "checkpoints.json").read_text())["checkpoints"]
+    latest = max(record, key=lambda e: e["epoch"])["name"]
+    expected = ["meta.json", "model.pt", "tokenizer"] + (["optimizer.pt"] * (kept.name == latest))
+    assert sorted(os.listdir(kept)) == sorted(expected)
     for result in grid:  # no copy in Tune's folder
         assert not list(Path(result.path).glob("checkpoint_*"))
     # the run keeps its own record (what a restarted trial resumes from), paths relative
