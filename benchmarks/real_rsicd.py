@@ -4,6 +4,8 @@
     python -m benchmarks.real_rsicd --suite ablation    # issue 11: reference vs ours vs switches
     python -m benchmarks.real_rsicd --suite tuned --winner results/rsicd_lite/best_config.yaml
     python -m benchmarks.real_rsicd --suite finetune    # issue 19: frozen vs top-K, +/- MSA
+    python -m benchmarks.real_rsicd --suite finetune --winner BEST_CONFIG
+        # frozen vs the winner's tower tops, each alone, + MSA (paper), + MSA (winner's)
 
 Every variant is ``search_spaces/rsicd_lite.yaml`` (frozen, memoised EfficientNet-Lite0 +
 MiniLM-L6; the finetune suite: ``rsicd_finetune.yaml``, the top of the towers trained) with a
@@ -241,12 +243,78 @@ def _fmt(summary: dict[str, Any] | None) -> str:
     return f"{summary['mean']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{summary['mean']:.2f}"
 
 
+TOWER_KEYS = (
+    "model.image.trainable_stages",
+    "model.text.trainable_layers",
+    "optim.lr",
+    "optim.head_lr",
+    "loss.global_loss",
+    "loss.infonce_temperature",
+)
+
+
+def finetune_arms(
+    preset: dict[str, Any], tuned: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str]]]:
+    """The finetune suite around a search's winner: frozen vs the winner's trained tower tops
+    (its K, learning rates and global loss), each with the global loss alone, with MSA at the
+    paper's weights (the preset's loss) and with MSA at the winner's weights; and the pairs to
+    compare. A winner that trains no tower gets the preset's tops instead, said in the names."""
+    from workflows.experiment import get_dotted
+
+    def values(keys: tuple[str, ...]) -> dict[str, Any]:  # those the winner's file sets
+        out = {}
+        for key in keys:
+            try:
+                out[key] = get_dotted(tuned, key)
+            except KeyError:
+                continue
+        return out
+
+    towers, msa = values(TOWER_KEYS), values(MSA_KEYS)
+    stages, layers = towers["model.image.trainable_stages"], towers["model.text.trainable_layers"]
+    source = "searched"
+    if stages == 0 and layers == 0:  # the winner is frozen: compare with the preset's tops
+        stages = towers["model.image.trainable_stages"] = get_dotted(
+            preset, "model.image.trainable_stages"
+        )
+        layers = towers["model.text.trainable_layers"] = get_dotted(
+            preset, "model.text.trainable_layers"
+        )
+        source = "preset"
+    top = f"top (image {stages}, text {layers}; {source})"
+    glob = towers["loss.global_loss"]
+    frozen = {**towers, **FROZEN}
+    arms = {
+        f"frozen, {glob}": {**frozen, **ONLY_GLOBAL},
+        f"frozen, {glob} + MSA (paper)": frozen,
+        f"frozen, {glob} + MSA (searched)": {**frozen, **msa},
+        f"{top}, {glob}": {**towers, **ONLY_GLOBAL},
+        f"{top}, {glob} + MSA (paper)": towers,
+        f"{top}, {glob} + MSA (searched)": {**towers, **msa},
+    }
+    f0, f_paper, f_msa, t0, t_paper, t_msa = arms
+    pairs = [
+        (t0, f0),
+        (t_msa, f_msa),
+        (f_paper, f0),
+        (f_msa, f0),
+        (t_paper, t0),
+        (t_msa, t0),
+    ]
+    return arms, pairs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", choices=sorted(SUITES), default="global")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (1, 2, ...)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    parser.add_argument("--winner", type=Path, help="tuned suite: a best_config.yaml to add")
+    parser.add_argument(
+        "--winner",
+        type=Path,
+        help="a search's best_config.yaml (tuned: one more arm; finetune: its arms)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (one thread each)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
@@ -261,23 +329,14 @@ def main(argv: list[str] | None = None) -> int:
         preset["data"]["test_fraction"] = 0.0  # no test read: train on every non-val image
     if args.epochs:
         preset["train"]["epochs"] = args.epochs
-    variants = dict(SUITES[args.suite])
+    variants, pairs = dict(SUITES[args.suite]), PAIRS.get(args.suite, [])
     if args.winner is not None:
         tuned = load_yaml(args.winner)
         searched = preset.get("search", {}).get("space", {})
         from workflows.experiment import get_dotted
 
-        if args.suite == "finetune":  # the winner's MSA weights, frozen and trained on top
-            msa = {key: get_dotted(tuned, key) for key in MSA_KEYS}
-            variants["frozen, InfoNCE + MSA (searched)"] = {
-                **FROZEN,
-                **msa,
-                "loss.global_loss": "infonce",
-            }
-            variants["text top 2, InfoNCE + MSA (searched)"] = {
-                **msa,
-                "loss.global_loss": "infonce",
-            }
+        if args.suite == "finetune":
+            variants, pairs = finetune_arms(preset, tuned)
         else:
             variants["tuned winner"] = {key: get_dotted(tuned, key) for key in searched}
     began = time.perf_counter()
@@ -300,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     val, n_train = splits["val"], len(splits["train"])
     chance = chance_metrics([len(r.captions) for r in val])["mr"]
     rows = _table(runs, list(variants), chance)
-    pairs = _pairs(runs, PAIRS.get(args.suite, []), splits["test"])
+    pairs = _pairs(runs, pairs, splits["test"])
     print(
         f"\nrsicd_dev val: {len(val)} images, {sum(len(r.captions) for r in val)} captions, "
         f"chance mR {chance:.3f}; {args.seeds} seeds; {preset['train']['epochs']} epochs"

@@ -94,3 +94,38 @@ def test_overhead_summary_and_sampler() -> None:
     summary = sampler.summary()
     assert summary["processes"] >= 1 and summary["tune_cpu_s"] > 0
     assert 0 <= summary["cpu_busy_machine"] <= 1
+
+
+def test_finetune_arms_around_a_winner() -> None:
+    """`real_rsicd --suite finetune --winner`: frozen vs the winner's tower tops, each alone,
+    with MSA at the paper's weights and at the winner's; a frozen winner gets the preset's tops."""
+    import copy
+
+    from benchmarks.real_rsicd import finetune_arms
+    from msa_model.config import load_yaml
+    from workflows.experiment import SEARCH_SPACES
+
+    preset = load_yaml(SEARCH_SPACES / "rsicd_finetune.yaml")
+    winner = copy.deepcopy(preset)
+    winner["model"]["text"]["trainable_layers"] = 1
+    winner["optim"]["lr"] = 3.0e-5
+    winner["loss"].update(global_loss="infonce", lambda_mscma=0.5, lambda_csmmc=2.0)
+    arms, pairs = finetune_arms(preset, winner)
+    top = "top (image 0, text 1; searched), infonce"
+    assert list(arms) == [
+        "frozen, infonce",
+        "frozen, infonce + MSA (paper)",
+        "frozen, infonce + MSA (searched)",
+        top,
+        f"{top} + MSA (paper)",
+        f"{top} + MSA (searched)",
+    ]
+    assert arms["frozen, infonce"]["model.text.trainable_layers"] == 0
+    assert arms["frozen, infonce"]["loss.lambda_mscma"] == 0.0
+    assert "loss.lambda_mscma" not in arms[f"{top} + MSA (paper)"]  # the preset's: 15
+    assert arms[f"{top} + MSA (searched)"]["loss.lambda_mscma"] == 0.5
+    assert arms[top]["optim.lr"] == 3.0e-5 and arms[top]["model.text.trainable_layers"] == 1
+    assert (top, "frozen, infonce") in pairs and len(pairs) == 6
+    winner["model"]["text"]["trainable_layers"] = 0
+    arms, _ = finetune_arms(preset, winner)
+    assert "top (image 0, text 2; preset), infonce" in arms
