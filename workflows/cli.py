@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # every trial's per-epoch line matters: Ray's log deduplication would fold them together
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not sys.stdout.isatty():  # no colour codes around the workers' lines in a log file
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if os.environ.get("MSA_VERBOSE", "0") in ("", "0"):  # Tune's "operation took 0.6 s" warnings
         os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "10")  # (Tune's documented variable)
     try:
