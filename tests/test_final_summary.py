@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -106,6 +107,23 @@ def test_report_and_export_read_the_winner(tmp_path: Path) -> None:
     })  # fmt: skip
     winner = dataclasses.replace(final.winner, runs=(first, *final.winner.runs[1:]))
     final = dataclasses.replace(final, winner=winner)
+    assert final.best_run is not None and final.best_run.seed == 3  # its best val score
+    history = pd.DataFrame({"trial_id": ["t1", "t1"], "epoch": [1, 2], "val_mr": [50.0, 70.0]})
+    without_best = write_report(
+        out / "final", name="x", table=pd.read_csv(out / "trials.csv", dtype={"trial_id": str}),
+        history=history, final=final, space=exp.space,
+    ).read_text()  # fmt: skip
+    assert "## Example queries on the test split (winner, seed 1)" in without_best  # the only ones
+    best_examples = {"image_to_text": [{"image": "z.png", "hits": []}], "text_to_image": []}
+    runs = [r if r.seed != 3 else dataclasses.replace(r, examples=best_examples)
+            for r in final.winner.runs]  # fmt: skip
+    with_best = dataclasses.replace(final, winner=dataclasses.replace(winner, runs=tuple(runs)))
+    shown = write_report(
+        out / "final", name="x", table=pd.read_csv(out / "trials.csv", dtype={"trial_id": str}),
+        history=history, final=with_best, space=exp.space,
+    ).read_text()  # fmt: skip
+    assert "## Example queries on the test split (winner, seed 3)" in shown  # what export takes
+    assert "**Image `z.png`**" in shown and "x.png" not in shown.split("seed 3)")[1]
     write_final(out / "final" / "metrics.json", final)
     (best,) = export_best(out)
     assert yaml.safe_load(best.read_text())["loss"]["margin"] == 0.4  # rank2, the winner
@@ -120,9 +138,6 @@ def test_report_and_export_read_the_winner(tmp_path: Path) -> None:
     (best,) = export_best(out)  # a trial added since the final stage: the search's ranking
     assert yaml.safe_load(best.read_text())["loss"]["margin"] == 0.9
 
-    import pandas as pd
-
-    history = pd.DataFrame({"trial_id": ["t1", "t1"], "epoch": [1, 2], "val_mr": [50.0, 70.0]})
     report = write_report(
         out / "final",
         name="x",

@@ -20,7 +20,13 @@ import pandas as pd  # noqa: E402
 
 from msa_model.constants import METRIC_KEYS  # noqa: E402
 from workflows.experiment.space import Distribution  # noqa: E402
-from workflows.results.schema import SPLITS, CandidateResult, FinalSummary, Summary  # noqa: E402
+from workflows.results.schema import (  # noqa: E402
+    SPLITS,
+    CandidateResult,
+    FinalRun,
+    FinalSummary,
+    Summary,
+)
 from workflows.results.status import FAIL  # noqa: E402
 from workflows.results.study_plots import (  # noqa: E402
     plot_study,
@@ -255,10 +261,12 @@ def _gallery_line(final: FinalSummary) -> str:
     )
 
 
-def _example_lines(winner: CandidateResult) -> list[str]:
-    """The winner's first run's test queries: top-5 captions per image, top-5 images per
-    caption, each marked right (a pair of the split) or wrong."""
-    run = next((r for r in winner.runs if r.examples), None)
+def _example_lines(winner: CandidateResult, best: FinalRun | None) -> list[str]:
+    """The test queries of the winner's run that ``msa export`` takes (``best``; else its first
+    run with examples): top-5 captions per image, top-5 images per caption, each marked right
+    (a pair of the split) or wrong."""
+    runs = ([best] if best is not None else []) + list(winner.runs)
+    run = next((r for r in runs if r.examples), None)
     if run is None:
         return []
     mark = {True: "✓", False: "✗"}
@@ -353,7 +361,7 @@ def write_report(
         _runs_table(final),
         "",
         *_exported_line(final),
-        *_example_lines(winner),
+        *_example_lines(winner, final.best_run),
         "## The search",
         "",
         "![validation curves](val_curves.png)",
