@@ -308,6 +308,32 @@ def test_sigterm_while_ray_init_holds_it_is_an_interrupt() -> None:
         sys.exit(15)  # a command's own exit status, SIGTERM ours: left alone
 
 
+def test_tune_handler_is_taken_back_after_each_run() -> None:
+    """Tune's SIGINT handler (installed by its run loop, ``_setup_signal_catching``) stays in
+    place when a run ends normally: a Ctrl-C during export or the final stage then only printed
+    Tune's warning and the command went on to exit 0 (found by benchmarks.faults). Around each
+    ``Tuner.fit`` the old handler comes back, and a signal Tune's handler took is reported."""
+    import signal
+
+    from ray.tune.tune import _setup_signal_catching  # what Tuner.fit runs on the main thread
+
+    from workflows.signals import tune_interrupts
+
+    before = signal.getsignal(signal.SIGINT)
+    with tune_interrupts() as interrupted:
+        _setup_signal_catching()  # a run that ends without a signal
+        assert signal.getsignal(signal.SIGINT) is not before
+    assert signal.getsignal(signal.SIGINT) is before and not interrupted()
+    with pytest.raises(KeyboardInterrupt):  # so a Ctrl-C now is one
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    with tune_interrupts() as interrupted:
+        stop = _setup_signal_catching()
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during the run: Tune stops and saves
+        assert stop.wait(5)
+    assert interrupted() and signal.getsignal(signal.SIGINT) is before
+
+
 # --- 6. the test-read ledger of msa evaluate ---------------------------------------------------
 
 

@@ -50,6 +50,7 @@ from workflows.runtime.trainable import (
     trial_resources,
     trial_retries,
 )
+from workflows.signals import tune_interrupts
 
 __all__ = ["pick_candidates", "final_seeds", "make_final_driver", "run_final"]
 
@@ -214,25 +215,26 @@ def _launch(
         tested = _stored_test(f"{root}/{RUNS_DIR}/{run['run']}") is not None
         if not (tested and earlier.get(key)):  # a read already claimed and kept is not a new one
             claim_test_read(final_dir, key, reread)
-    results = tune.Tuner(
-        tune.with_resources(driver, resources),
-        param_space={"run": tune.grid_search(todo)},
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=at_once,
-            reuse_actors=True,  # a finished run's process starts the next
-            trial_name_creator=lambda t: (
-                f"{t.config['run']['label']}_seed{t.config['run']['seed']}"
+    with tune_interrupts() as interrupted:
+        results = tune.Tuner(
+            tune.with_resources(driver, resources),
+            param_space={"run": tune.grid_search(todo)},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=at_once,
+                reuse_actors=True,  # a finished run's process starts the next
+                trial_name_creator=lambda t: (
+                    f"{t.config['run']['label']}_seed{t.config['run']['seed']}"
+                ),
+                trial_dirname_creator=lambda t: t.config["run"]["run"],
             ),
-            trial_dirname_creator=lambda t: t.config["run"]["run"],
-        ),
-        run_config=tune.RunConfig(
-            name=f"final_tune_{datetime.now():%Y%m%d-%H%M%S}",
-            storage_path=root,
-            failure_config=tune.FailureConfig(max_failures=trial_retries(exp, in_trial)),
-            **final_console(exp.search.metric),  # one line per run (a table with --verbose)
-        ),
-    ).fit()
-    if unfinished_trials(results, len(todo)):  # Ctrl-C: Tune stopped and saved the runs
+            run_config=tune.RunConfig(
+                name=f"final_tune_{datetime.now():%Y%m%d-%H%M%S}",
+                storage_path=root,
+                failure_config=tune.FailureConfig(max_failures=trial_retries(exp, in_trial)),
+                **final_console(exp.search.metric),  # one line per run (a table with --verbose)
+            ),
+        ).fit()
+    if unfinished_trials(results, len(todo)) or interrupted():  # Ctrl-C: Tune saved the runs
         raise SearchInterrupted("the final stage was interrupted: rerun with --resume")
     done = []
     for result in results:

@@ -46,6 +46,7 @@ from workflows.runtime.trainable import (
     trial_run_name,
 )
 from workflows.runtime.trusted import check_trusted
+from workflows.signals import tune_interrupts
 
 __all__ = [
     "run_tune",
@@ -305,12 +306,14 @@ def _search(
     tuner, name = _tuner(exp, out, root, runs, restore, more)
     if not (restore and not more):
         _plan(out, name, more or exp.search.num_samples)
-    results = tuner.fit()
+    with tune_interrupts() as interrupted:
+        results = tuner.fit()
     expected = _planned(out).get(name, exp.search.num_samples if name == TUNE_DIR else None)
     left = unfinished_trials(results, expected)
-    if left:
+    if left or interrupted():
+        unfinished = f"with {left} trial(s) unfinished" if left else "after its last trial"
         raise SearchInterrupted(
-            f"search interrupted with {left} trial(s) unfinished; its state is saved in {root}: "
+            f"search interrupted {unfinished}; its state is saved in {root}: "
             f"rerun with --resume to continue (nothing exported, test split not read)"
         )
     records = collect_records(results, f"{root}/trials", exp.name)
