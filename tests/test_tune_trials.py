@@ -64,8 +64,9 @@ def test_trials_are_named_and_their_best_checkpoints_registered_with_tune(
     text = proc.stdout + proc.stderr
     for trial_id in ids:  # every epoch line names its trial
         assert re.search(rf"\[tiny {trial_id}\] epoch 2/2  train_loss=", text), trial_id
-    assert "\x1b[" not in text  # a log file gets no colour codes, Ray's worker prefixes included
-    assert re.search(r"\([\w:.]+ pid=\d+\) ", text)  # (there are such lines)
+    # a log file gets no colour codes around Ray's worker prefixes ("(tiny pid=12) ...")
+    assert re.search(r"^\([\w:.]+ pid=\d+\) ", text, re.MULTILINE)
+    assert not re.search(r"\x1b\[[0-9;]*m\([\w:.]+ pid=", text)
     # --verbose: Ray's table; the last one (after the trials reported; empty metric columns are
     # hidden before)
     header = [line for line in text.splitlines() if "| Trial name" in line][-1]
