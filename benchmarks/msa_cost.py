@@ -211,19 +211,12 @@ def parts(arm: tuple, batches: list[dict]) -> dict[str, float]:
         t = tick("tokenize", t)
         pooled = model.image.pooled(b["images"])
         t = tick("image memo", t)
-        text_embed, text_tokens, text_mask = model.text(**tokens)
+        text = model.text(**tokens)
         t = tick("text memo", t)
-        image_embed, image_scales = model.image.embed(pooled)
-        out = {
-            "image_embed": image_embed,
-            "image_scales": image_scales,
-            "text_embed": text_embed,
-            "text_tokens": text_tokens,
-            "text_mask": text_mask,
-        }
+        out = model.heads(pooled, text, with_scores=False)
         t = tick("image heads", t)
         if loss_fn.needs_scores:
-            out["scores"] = model.mscmat(image_scales, text_tokens, text_embed, text_mask)
+            out["scores"] = model.scores(pooled, out)
         t = tick("mscmat forward", t)
         loss_parts = loss_fn(out, b["image_ids"], caption_ids=same_caption)
         bool(torch.isfinite(loss_parts["loss"]))

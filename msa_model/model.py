@@ -87,8 +87,18 @@ class MSAModel(nn.Module):
         with_scores: bool = True,
     ) -> dict[str, torch.Tensor]:
         pooled = self.image.pooled(images)
+        return self.heads(pooled, self.text(input_ids, attention_mask), with_scores)
+
+    def heads(
+        self,
+        pooled: list[torch.Tensor],
+        text: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        with_scores: bool = True,
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`forward`'s outputs from the image tower's pooled stage vectors and the text
+        tower's ``(text_embed, text_tokens, text_mask)``."""
         image_embed, image_scales = self.image.embed(pooled)
-        text_embed, text_tokens, text_mask = self.text(input_ids, attention_mask)
+        text_embed, text_tokens, text_mask = text
         out = {
             "image_embed": image_embed,
             "image_scales": image_scales,
@@ -97,6 +107,11 @@ class MSAModel(nn.Module):
             "text_mask": text_mask,
         }
         if with_scores:
-            mscmat_in = pooled if self.mscmat.proj is not None else image_scales
-            out["scores"] = self.mscmat(mscmat_in, text_tokens, text_embed, text_mask)
+            out["scores"] = self.scores(pooled, out)
         return out
+
+    def scores(self, pooled: list[torch.Tensor], out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """MSCMAT's (S, B, B) matching scores for :meth:`heads`' outputs ``out``: it reads the
+        projected ``image_scales`` or, with ``mscmat.own_projections``, the pooled vectors."""
+        mscmat_in = pooled if self.mscmat.proj is not None else out["image_scales"]
+        return self.mscmat(mscmat_in, out["text_tokens"], out["text_embed"], out["text_mask"])
